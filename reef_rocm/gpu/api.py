@@ -1,0 +1,343 @@
+"""The one device interface every backend (cuda, hip, sim) implements.
+
+Shaped after cuda.core: small objects (Device, Stream, Module, Kernel, Event, buffers) with a
+launch path that packs kernel arguments once (``Kernel.bind``) so that each launch is one
+driver call. What a backend can do for preemption is stated as explicit capabilities and a
+capability level (after XSched): the scheduler asks, it never guesses from the vendor.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from reef_rocm.gpu.params import ParamBlock
+
+
+class Vendor(str, enum.Enum):
+    NVIDIA = "nvidia"
+    AMD = "amd"
+    SIM = "sim"
+
+
+class PreemptLevel(enum.IntEnum):
+    """How deep a backend can reach into best-effort work that was already submitted.
+
+    Every level includes the ones below it.
+    """
+
+    #: Stop submitting: work still in our own (virtual) host queues is dropped. Any backend.
+    HOST_QUEUE = 1
+    #: Kernels already in the device queue are evicted lazily: they see the preempt flag at
+    #: block start and return. Needs a stream write-value (or host-mapped memory).
+    DEVICE_QUEUE = 2
+    #: Waves already running on the compute units are killed (patched KFD on AMD).
+    RUNNING = 3
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend/device can do for preemption and partitioning."""
+
+    stream_write_value: bool = False  # 32-bit write to device memory ordered in a stream
+    stream_priorities: bool = False  # streams with dispatch priorities
+    cu_mask: bool = False  # streams restricted to a set of CUs (AMD)
+    wave_kill: bool = False  # kill this process's running waves (reef KFD patch)
+    queue_reset: bool = False  # drop packets waiting in one device queue (reef KFD patch)
+    in_kernel_polling: bool = False  # kernels may poll a flag in device memory while running
+    host_mapped_memory: bool = False  # host memory the GPU can read/write directly
+
+    @property
+    def level(self) -> PreemptLevel:
+        if self.wave_kill:
+            return PreemptLevel.RUNNING
+        if self.stream_write_value or self.host_mapped_memory:
+            return PreemptLevel.DEVICE_QUEUE
+        return PreemptLevel.HOST_QUEUE
+
+    def as_dict(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d["level"] = self.level.name
+        return d
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """Plain facts about one GPU (or one simulated GPU)."""
+
+    backend: str  # "cuda" | "hip" | "sim"
+    vendor: Vendor
+    ordinal: int
+    name: str
+    arch: str  # "sm_90", "gfx90a", ... (compile target of the device's code objects)
+    compute_units: int  # SMs on NVIDIA, CUs on AMD
+    memory_bytes: int
+    warp_size: int  # 32 on NVIDIA, 64 on gfx9 (wavefront size)
+    max_threads_per_block: int = 1024
+    max_shared_memory_per_block: int = 48 * 1024
+    driver_version: str = ""
+    runtime_version: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d["vendor"] = self.vendor.value
+        return d
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    """Grid and block shape plus dynamic shared memory (LDS on AMD) in bytes."""
+
+    grid: tuple[int, int, int]
+    block: tuple[int, int, int]
+    shared_mem: int = 0
+
+    def __init__(
+        self, grid: int | Sequence[int], block: int | Sequence[int], shared_mem: int = 0
+    ) -> None:
+        object.__setattr__(self, "grid", _dim3("grid", grid))
+        object.__setattr__(self, "block", _dim3("block", block))
+        if not isinstance(shared_mem, int) or shared_mem < 0:
+            raise ValueError(f"shared_mem must be a non-negative int, got {shared_mem!r}")
+        object.__setattr__(self, "shared_mem", shared_mem)
+
+    @property
+    def num_blocks(self) -> int:
+        g = self.grid
+        return g[0] * g[1] * g[2]
+
+    @property
+    def threads_per_block(self) -> int:
+        b = self.block
+        return b[0] * b[1] * b[2]
+
+
+def _dim3(what: str, v: int | Sequence[int]) -> tuple[int, int, int]:
+    dims = (v,) if isinstance(v, int) else tuple(v)
+    if not 1 <= len(dims) <= 3 or not all(isinstance(x, int) and x >= 1 for x in dims):
+        raise ValueError(f"{what} must be 1-3 positive ints, got {v!r}")
+    return (*dims, *(1,) * (3 - len(dims)))  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class DevicePtr:
+    """A raw device address, e.g. an offset into a buffer. Packs as a 64-bit pointer."""
+
+    value: int
+
+    @property
+    def ptr(self) -> int:
+        return self.value
+
+
+class DeviceBuffer(abc.ABC):
+    """Device memory. ``ptr`` is the device address; passing the buffer as a kernel argument
+    passes that address."""
+
+    ptr: int
+    nbytes: int
+
+    def offset(self, nbytes: int) -> DevicePtr:
+        if not 0 <= nbytes <= self.nbytes:
+            raise ValueError(f"offset {nbytes} outside buffer of {self.nbytes} bytes")
+        return DevicePtr(self.ptr + nbytes)
+
+    @abc.abstractmethod
+    def free(self) -> None: ...
+
+    def __enter__(self) -> DeviceBuffer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.free()
+
+
+class HostMappedBuffer(abc.ABC):
+    """Pinned host memory the GPU can access directly.
+
+    ``host`` is a numpy uint8 view of it on the host, ``ptr`` the address kernels use.
+    """
+
+    ptr: int
+    nbytes: int
+    host: Any  # numpy.ndarray of uint8
+
+    @abc.abstractmethod
+    def free(self) -> None: ...
+
+
+class Event(abc.ABC):
+    @abc.abstractmethod
+    def record(self, stream: Stream) -> None: ...
+
+    @abc.abstractmethod
+    def synchronize(self) -> None: ...
+
+    @abc.abstractmethod
+    def query(self) -> bool:
+        """True once the work before the record point has completed."""
+
+    @abc.abstractmethod
+    def elapsed_ms(self, end: Event) -> float:
+        """Milliseconds from this event to ``end`` (both recorded and completed)."""
+
+
+class Stream(abc.ABC):
+    """An in-order queue of device work."""
+
+    priority: int
+
+    @abc.abstractmethod
+    def synchronize(self) -> None: ...
+
+    @abc.abstractmethod
+    def query(self) -> bool:
+        """True if all work submitted to the stream has completed."""
+
+    @abc.abstractmethod
+    def write_value32(self, target: DeviceBuffer | DevicePtr | HostMappedBuffer, value: int) -> None:
+        """Write a 32-bit value to device memory in stream order (the preempt flag)."""
+
+    @abc.abstractmethod
+    def wait_event(self, event: Event) -> None: ...
+
+
+class BoundLaunch(abc.ABC):
+    """A kernel with its launch shape and arguments packed once; ``launch`` is one driver call.
+
+    ``params`` may be edited in place (``params.set(i, value)``) between launches, e.g. to
+    point a kernel at another completion slot, without re-packing the rest.
+    """
+
+    kernel: Kernel
+    config: LaunchConfig
+    params: ParamBlock
+
+    @abc.abstractmethod
+    def launch(self, stream: Stream) -> None: ...
+
+
+class Kernel(abc.ABC):
+    name: str
+
+    @abc.abstractmethod
+    def bind(self, config: LaunchConfig, args: Sequence[Any]) -> BoundLaunch:
+        """Pack ``args`` (buffers, DevicePtr, numpy scalars) once for repeated launches."""
+
+    def launch(self, stream: Stream, config: LaunchConfig, *args: Any) -> None:
+        """Convenience one-off launch; hot paths keep the BoundLaunch instead."""
+        self.bind(config, args).launch(stream)
+
+    @property
+    @abc.abstractmethod
+    def attributes(self) -> dict[str, int]:
+        """Resource usage the runtime reports (registers, shared/local bytes, max threads)."""
+
+
+class Module(abc.ABC):
+    """A loaded code object (cubin/PTX on NVIDIA, HSACO on AMD, a kernel model in sim)."""
+
+    @abc.abstractmethod
+    def get_kernel(self, name: str) -> Kernel: ...
+
+    @abc.abstractmethod
+    def unload(self) -> None: ...
+
+
+class Device(abc.ABC):
+    """One GPU seen through one backend."""
+
+    info: DeviceInfo
+    capabilities: Capabilities
+
+    @abc.abstractmethod
+    def create_stream(self, priority: int = 0, cu_mask: Sequence[int] | None = None) -> Stream:
+        """Create a stream. Lower ``priority`` numbers are more urgent (CUDA/HIP convention).
+
+        ``cu_mask`` lists the CU indices the stream may use; only where
+        ``capabilities.cu_mask`` is true, otherwise UnsupportedError.
+        """
+
+    @abc.abstractmethod
+    def stream_priority_range(self) -> tuple[int, int]:
+        """(least urgent, most urgent) priority values."""
+
+    @abc.abstractmethod
+    def load_module(self, image: bytes) -> Module: ...
+
+    @abc.abstractmethod
+    def alloc(self, nbytes: int) -> DeviceBuffer: ...
+
+    @abc.abstractmethod
+    def alloc_host_mapped(self, nbytes: int) -> HostMappedBuffer: ...
+
+    @abc.abstractmethod
+    def copy_to_device(
+        self, dst: DeviceBuffer | DevicePtr, src: Any, stream: Stream | None = None
+    ) -> None:
+        """Copy a C-contiguous numpy array (or bytes) to device memory.
+
+        With a stream the copy is ordered in it (the host array must stay alive until the
+        stream synchronizes); without one it is synchronous.
+        """
+
+    @abc.abstractmethod
+    def copy_to_host(
+        self, dst: Any, src: DeviceBuffer | DevicePtr, stream: Stream | None = None
+    ) -> None:
+        """Copy device memory into a writable C-contiguous numpy array (dst.nbytes bytes)."""
+
+    @abc.abstractmethod
+    def memset32(self, dst: DeviceBuffer | DevicePtr, value: int, count: int) -> None:
+        """Synchronously set ``count`` 32-bit words to ``value``."""
+
+    @abc.abstractmethod
+    def create_event(self, timing: bool = True) -> Event: ...
+
+    @abc.abstractmethod
+    def synchronize(self) -> None: ...
+
+    def close(self) -> None:
+        """Release the context. Default: nothing to release."""
+
+    def __enter__(self) -> Device:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass
+class BackendReport:
+    """What ``probe()`` found for one backend, for ``reef doctor`` and backend selection."""
+
+    backend: str
+    available: bool
+    reason: str = ""  # why not available, or notes
+    versions: dict[str, str] = field(default_factory=dict)
+    devices: list[DeviceInfo] = field(default_factory=list)
+    capabilities: list[Capabilities] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "available": self.available,
+            "reason": self.reason,
+            "versions": self.versions,
+            "devices": [d.as_dict() for d in self.devices],
+            "capabilities": [c.as_dict() for c in self.capabilities],
+        }
+
+
+def device_address(target: Any) -> int:
+    """Device address of a buffer, a DevicePtr or a host-mapped buffer."""
+    try:
+        return int(target.ptr)
+    except AttributeError:
+        raise TypeError(
+            f"expected a DeviceBuffer, DevicePtr or HostMappedBuffer, got {type(target).__name__}"
+        ) from None
