@@ -235,7 +235,12 @@ class Kernel(abc.ABC):
     @property
     @abc.abstractmethod
     def attributes(self) -> dict[str, int]:
-        """Resource usage the runtime reports (registers, shared/local bytes, max threads)."""
+        """Resource usage the runtime reports: keys ``registers``, ``shared_bytes`` (static),
+        ``local_bytes`` (scratch/private per thread), ``max_threads_per_block``."""
+
+    @abc.abstractmethod
+    def max_active_blocks_per_cu(self, block_threads: int, dynamic_shared: int = 0) -> int:
+        """Occupancy as the runtime computes it: resident blocks per SM/CU."""
 
 
 class Module(abc.ABC):
