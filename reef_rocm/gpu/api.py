@@ -117,7 +117,12 @@ class LaunchConfig:
 
 
 def _dim3(what: str, v: int | Sequence[int]) -> tuple[int, int, int]:
-    dims = (v,) if isinstance(v, int) else tuple(v)
+    if isinstance(v, int):
+        dims: tuple = (v,)
+    elif isinstance(v, (tuple, list)):
+        dims = tuple(v)
+    else:
+        raise ValueError(f"{what} must be 1-3 positive ints, got {v!r}")
     if not 1 <= len(dims) <= 3 or not all(isinstance(x, int) and x >= 1 for x in dims):
         raise ValueError(f"{what} must be 1-3 positive ints, got {v!r}")
     return (*dims, *(1,) * (3 - len(dims)))  # type: ignore[return-value]
@@ -199,7 +204,9 @@ class Stream(abc.ABC):
         """True if all work submitted to the stream has completed."""
 
     @abc.abstractmethod
-    def write_value32(self, target: DeviceBuffer | DevicePtr | HostMappedBuffer, value: int) -> None:
+    def write_value32(
+        self, target: DeviceBuffer | DevicePtr | HostMappedBuffer, value: int
+    ) -> None:
         """Write a 32-bit value to device memory in stream order (the preempt flag)."""
 
     @abc.abstractmethod
@@ -306,7 +313,7 @@ class Device(abc.ABC):
     @abc.abstractmethod
     def synchronize(self) -> None: ...
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook: only some backends hold a context
         """Release the context. Default: nothing to release."""
 
     def __enter__(self) -> Device:

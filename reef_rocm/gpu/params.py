@@ -53,7 +53,7 @@ class ParamBlock:
             end += len(raw)
         self.nbytes = (end + POINTER_SIZE - 1) // POINTER_SIZE * POINTER_SIZE
         self._buf = ctypes.create_string_buffer(max(self.nbytes, 1))
-        for (raw, _), off in zip(encoded, offsets):
+        for (raw, _), off in zip(encoded, offsets, strict=True):
             ctypes.memmove(ctypes.addressof(self._buf) + off, raw, len(raw))
         self.offsets = tuple(offsets)
         self.sizes = tuple(len(raw) for raw, _ in encoded)

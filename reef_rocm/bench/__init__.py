@@ -1,0 +1,1 @@
+"""Benchmark helpers shared by the benchmark commands (results go to docs/results/)."""

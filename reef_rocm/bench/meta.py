@@ -1,0 +1,52 @@
+"""Metadata every benchmark result carries: card, date, git commit, software versions."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from reef_rocm import __version__
+
+
+def git_commit(root: Path | None = None) -> str:
+    root = root or Path(__file__).resolve().parents[2]
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        return out + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        # The GPU host gets a copy of the tree; tools/run_gpu.sh exports the commit instead.
+        return os.environ.get("REEF_GIT_COMMIT", "unknown")
+
+
+def run_metadata(device: Any = None) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": git_commit(),
+        "reef_rocm": __version__,
+        "python": platform.python_version(),
+        "host": platform.node(),
+    }
+    if device is not None:
+        info = device.info
+        meta["card"] = info.name
+        meta["backend"] = info.backend
+        meta["arch"] = info.arch
+        meta["driver"] = info.driver_version
+        meta["runtime"] = info.runtime_version
+        if info.extra.get("simulated"):
+            meta["simulated"] = True
+    else:
+        meta["card"] = "cpu"
+    return meta
