@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -125,7 +126,8 @@ def test_write_value_flag_evicts_queued_kernels(dev, module):
 def test_flag_raised_mid_kernel_counts_exactly(dev, module):
     """Raise the flag from a side stream while a long BE kernel runs: blocks that ran count,
     blocks that started after the flag skip; slot == number of outputs written."""
-    blocks, threads = 132 * 64, 128
+    # ~8 waves of blocks that each spin ~1 ms, so the flag lands while the kernel runs
+    blocks, threads = dev.info.compute_units * 16 * 8, 128
     flag, slot = dev.alloc(4), dev.alloc(4)
     out = dev.alloc(blocks * threads * 4)
     dev.memset32(flag, 0, 1)
@@ -133,10 +135,8 @@ def test_flag_raised_mid_kernel_counts_exactly(dev, module):
     dev.memset32(out, 0x7FC00000, blocks * threads)
     be_stream, side = dev.create_stream(), dev.create_stream()
     module.get_kernel("be_spin").launch(
-        be_stream, LaunchConfig(blocks, threads), flag, slot, out, np.int32(20000)
+        be_stream, LaunchConfig(blocks, threads), flag, slot, out, np.int32(400000)
     )
-    import time
-
     time.sleep(0.002)
     side.write_value32(flag, 1)
     be_stream.synchronize()
