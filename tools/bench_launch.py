@@ -135,6 +135,7 @@ def main() -> int:
         "python_pack_every_launch": repack,
         "python_launch_path_variants": variants,
         "ratio_prepacked_vs_cpp": prepacked["median_us"] / cpp_med,
+        "c_launcher_used": bound._fast is not None,
         "goal_ratio_max": 1.1,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -145,6 +146,7 @@ def main() -> int:
     print(f"{'Python packing every launch':32s} {repack['median_us']:10.2f}")
     for name, v in variants.items():
         print(f"  variant {name:24s} {v['median_us']:10.2f}")
+    print(f"C launcher used: {bound._fast is not None}")
     print(f"ratio pre-packed / C++ = {result['ratio_prepacked_vs_cpp']:.3f} (goal <= 1.1)")
     return 0
 

@@ -22,6 +22,17 @@ export PATH=$PATH:/usr/local/cuda/bin
 $PY -m pip install -q --no-index --find-links .carry/wheels cuda-bindings pyelftools msgpack \
 	pytest 2>&1 | grep -v -e WARNING -e 'already satisfied' || true
 
+# The C launcher (reef_rocm/gpu/_fastlaunch.c) for this host's Python; without it launches
+# fall back to the bindings path and the launch benchmark says so.
+inc=$($PY -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+suffix=$($PY -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
+if [ -f "$inc/Python.h" ]; then
+	gcc -O2 -shared -fPIC -I"$inc" -o "reef_rocm/gpu/_fastlaunch$suffix" \
+		reef_rocm/gpu/_fastlaunch.c || echo "C launcher build failed" >&2
+else
+	echo "no Python.h for $PY: C launcher not built" >&2
+fi
+
 status=0
 for stage in "${@:-doctor tests launch}"; do
 	case $stage in
