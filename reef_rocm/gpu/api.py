@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from reef_rocm.errors import UnsupportedError
 from reef_rocm.gpu.params import ParamBlock
 
 
@@ -190,6 +191,9 @@ class Event(abc.ABC):
     def elapsed_ms(self, end: Event) -> float:
         """Milliseconds from this event to ``end`` (both recorded and completed)."""
 
+    @abc.abstractmethod
+    def destroy(self) -> None: ...
+
 
 class Stream(abc.ABC):
     """An in-order queue of device work."""
@@ -211,6 +215,9 @@ class Stream(abc.ABC):
 
     @abc.abstractmethod
     def wait_event(self, event: Event) -> None: ...
+
+    @abc.abstractmethod
+    def destroy(self) -> None: ...
 
 
 class BoundLaunch(abc.ABC):
@@ -279,7 +286,8 @@ class Device(abc.ABC):
         """(least urgent, most urgent) priority values."""
 
     @abc.abstractmethod
-    def load_module(self, image: bytes) -> Module: ...
+    def load_module(self, image: Any) -> Module:
+        """Load a code object: cubin/PTX bytes (cuda), HSACO bytes (hip), a kernel model (sim)."""
 
     @abc.abstractmethod
     def alloc(self, nbytes: int) -> DeviceBuffer: ...
@@ -312,6 +320,27 @@ class Device(abc.ABC):
 
     @abc.abstractmethod
     def synchronize(self) -> None: ...
+
+    def kill_running_waves(self) -> int:
+        """Kill this process's waves running on the device (PreemptLevel.RUNNING).
+
+        Process-wide, as the hardware kill is: raise the preempt flag first so the killed
+        kernels' remaining blocks leave at start, and launch RT work only after this returns.
+        Returns what the backend can tell about the kill (e.g. waves or blocks killed).
+        Only where ``capabilities.wave_kill``; otherwise UnsupportedError.
+        """
+        raise UnsupportedError(
+            f"{self.info.backend} device {self.info.name!r} cannot kill running waves "
+            "(capability wave_kill is off: needs an AMD GPU with the reef KFD patch)"
+        )
+
+    def clear_queue(self, stream: Stream) -> int:
+        """Drop the work queued in ``stream`` that has not started; return how many kernels
+        were dropped. Only where ``capabilities.queue_reset``; otherwise UnsupportedError."""
+        raise UnsupportedError(
+            f"{self.info.backend} device {self.info.name!r} cannot reset a device queue "
+            "(capability queue_reset is off)"
+        )
 
     def close(self) -> None:  # noqa: B027 - optional hook: only some backends hold a context
         """Release the context. Default: nothing to release."""

@@ -192,6 +192,11 @@ class CudaEvent(Event):
         _check("cuEventQuery", (err,))
         return True
 
+    def destroy(self) -> None:
+        if self.handle is not None:
+            _check("cuEventDestroy", _cu().cuEventDestroy(self.handle))
+            self.handle = None
+
     def elapsed_ms(self, end: Event) -> float:
         assert isinstance(end, CudaEvent)
         return float(

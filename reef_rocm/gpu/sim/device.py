@@ -295,6 +295,7 @@ class SimStream(Stream):
         self._cu_set = frozenset(cu_mask) if cu_mask is not None else None
         self._ops: deque[_Op] = deque()
         self._head_started = False
+        self.destroyed = False
 
     @property
     def pending_ops(self) -> int:
@@ -315,6 +316,7 @@ class SimStream(Stream):
         self, target: DeviceBuffer | DevicePtr | HostMappedBuffer, value: int
     ) -> None:
         dev = self._device
+        dev._own_stream(self)
         if not dev.capabilities.stream_write_value:
             raise UnsupportedError(f"stream write-value is off on this simulated device {SIM_TAG}")
         if not isinstance(value, (int, np.integer)) or not -(2**31) <= value < 2**32:
@@ -326,11 +328,16 @@ class SimStream(Stream):
 
     def wait_event(self, event: Event) -> None:
         dev = self._device
+        dev._own_stream(self)
         if not isinstance(event, SimEvent) or event._device is not dev:
             raise ValueError("wait_event needs an event of the same simulated device")
         # like CUDA: waits for the most recent record at the time of this call (none: no-op)
         op = _Op("wait_event", self, name=f"event {event.id}", target=event._last)
         dev._submit(self, op, dev.config.stream_op_overhead_us)
+
+    def destroy(self) -> None:
+        """As in CUDA/HIP: work already submitted still runs; nothing more may be."""
+        self.destroyed = True
 
     def __repr__(self) -> str:
         mask = f" cu_mask={list(self.cu_mask)}" if self.cu_mask is not None else ""
@@ -380,6 +387,9 @@ class SimEvent(Event):
             if not e._last.done:
                 raise GpuError("sim.elapsed_ms", 600, f"event {e.id} not ready {SIM_TAG}")
         return (end._last.end_ns - self._last.end_ns) / 1e6  # type: ignore[union-attr,operator]
+
+    def destroy(self) -> None:
+        """Nothing to release in the model (kept for parity with hip/cuda events)."""
 
     def __repr__(self) -> str:
         return f"<SimEvent {self.id} t={self.timestamp_us} us {SIM_TAG}>"
@@ -549,7 +559,7 @@ class SimDevice(Device):
         self._counts = dict.fromkeys(OUTCOMES, 0)
         self._counts.update(kernels=0, kills=0, killed_blocks=0, queue_resets=0)
         self._busy_ns = 0  # CU-occupancy-weighted busy time, for utilisation stats
-        self._flag_ns = {  # cached ns values of config times
+        self._lat_ns = {  # cached ns values of config times
             "dispatch": _ns(config.dispatch_latency_us),
             "visibility": _ns(config.flag_visibility_us),
             "skip": _ns(config.block_skip_us),
@@ -641,7 +651,7 @@ class SimDevice(Device):
                 "sim." + what.split()[0],
                 1,
                 f"deadlock {SIM_TAG}: {what} can never finish, nothing is scheduled but "
-                f"streams are blocked ({heads}) - e.g. waiting on an event recorded behind them",
+                f"streams are blocked ({heads}); this is a bug in the model, please report it",
             )
 
     def _check_open(self) -> None:
@@ -653,10 +663,15 @@ class SimDevice(Device):
     def _own_stream(self, stream: Stream) -> SimStream:
         if not isinstance(stream, SimStream) or stream._device is not self:
             raise ValueError(f"stream {stream!r} does not belong to {self.info.name}")
+        if stream.destroyed:
+            raise GpuError("sim.stream", 400, f"stream {stream.id} was destroyed {SIM_TAG}")
         return stream
 
     def _submit(self, stream: SimStream, op: _Op, cost_us: float) -> None:
         self._host(cost_us)
+        if isinstance(op, _KernelRun):
+            op.launch_id = self._n_launches
+            self._n_launches += 1
         stream._ops.append(op)
         self._pump(stream)
         self._dispatch()
@@ -673,14 +688,14 @@ class SimDevice(Device):
     def _begin(self, op: _Op) -> bool:
         """Start ``op`` at the head of its stream; True if it completed on the spot."""
         if isinstance(op, _KernelRun):
-            lat = self._flag_ns["dispatch"]
+            lat = self._lat_ns["dispatch"]
             if lat:
                 self._push(self._now + lat, self._activate, op)
             else:
                 self._activate(op)
             return False
         if op.kind == "write_value32":
-            vis = self._flag_ns["visibility"]
+            vis = self._lat_ns["visibility"]
             if not vis:
                 self.memory.write_u32(op.addr, op.value)
                 return True
@@ -785,7 +800,6 @@ class SimDevice(Device):
             )
         config = bound.config
         occ = kernel.max_active_blocks_per_cu(config.threads_per_block, config.shared_mem)
-        skip_us = spec.skip_time_us if spec.skip_time_us is not None else None
         run = _KernelRun(
             "kernel",
             s,
@@ -796,20 +810,14 @@ class SimDevice(Device):
             num_blocks=config.num_blocks,
             units=CAPACITY // occ,
             block_ns=max(1, _ns(spec.block_time_us)),
-            skip_ns=_ns(skip_us) if skip_us is not None else self._flag_ns["skip"],
+            skip_ns=_ns(spec.skip_time_us)
+            if spec.skip_time_us is not None
+            else self._lat_ns["skip"],
             poll_ns=_ns(poll_us),
             flag_addr=flag,
             slot_addr=slot,
         )
-        self._submit_kernel(s, run)
-
-    def _submit_kernel(self, s: SimStream, run: _KernelRun) -> None:
-        self._host(self.config.launch_overhead_us)
-        run.launch_id = self._n_launches
-        self._n_launches += 1
-        s._ops.append(run)
-        self._pump(s)
-        self._dispatch()
+        self._submit(s, run, self.config.launch_overhead_us)
 
     def _activate(self, run: _KernelRun) -> None:
         if run.dropped:
