@@ -47,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     except ReefError as e:
         print(f"reef {args.command}: error: {e}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `reef inspect ... | head`: the reader left, not an error
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":
