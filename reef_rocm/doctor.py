@@ -4,6 +4,7 @@ runtime versions, the KFD patch, and which preemption mechanisms are usable."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import sys
@@ -26,11 +27,13 @@ def _package_versions() -> dict[str, str | None]:
 
 
 def _kfd_report() -> dict[str, Any]:
-    try:
-        from reef_rocm.rocm import kfd
-    except ImportError as e:  # binding not importable: say so rather than hide it
-        return {"available": False, "reason": f"reef_rocm.rocm.kfd not importable: {e}"}
-    return kfd.kfd_status().as_dict()
+    from reef_rocm.rocm import kfd
+
+    status = kfd.kfd_status()
+    report = dataclasses.asdict(status)
+    report["gpus"] = {str(k): v for k, v in report["gpus"].items()}
+    report["describe"] = status.describe()
+    return report
 
 
 def collect() -> dict[str, Any]:
@@ -74,8 +77,8 @@ def _print_human(r: dict[str, Any]) -> None:
             )
             flags = [k for k, v in cap.items() if v is True]
             print(f"      preemption level {cap['level']}: {', '.join(flags) or 'none'}")
-    kfd = r["kfd_patch"]
-    print("kfd patch: " + json.dumps(kfd, sort_keys=True))
+    for line in r["kfd_patch"]["describe"]:
+        print(line)
     if not r["gpu_found"]:
         print("no GPU found: GPU tests will skip; `--backend sim` runs the simulated GPU")
 

@@ -74,6 +74,7 @@ if [ -z "$ONLY" ] || [ "$ONLY" = 6.12 ]; then
 		-o "Dir::Cache::archives=$apt_dir/archives"
 		-o "APT::Get::List-Cleanup=0"
 		-o "Debug::NoLocking=1"
+		-o "APT::Sandbox::User=root"
 	)
 	run apt-get "${apt_opts[@]}" update -q
 	# apt-get download writes into the current directory.

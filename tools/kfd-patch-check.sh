@@ -103,6 +103,8 @@ prepare_tree() {
 		)
 		touch "$tree/.reef-configured"
 	fi
+	# headers_install.sh needs unifdef, which modules_prepare does not build
+	[ -x "$tree/scripts/unifdef" ] || (cd "$tree" && nice make -s scripts_unifdef)
 }
 
 # Every amdkfd object, named through the amdgpu directory (amdkfd has no Makefile of

@@ -252,19 +252,19 @@ def kfd_gpu_id(
 
 
 def _kfd_capabilities(gpu_id: int | None) -> tuple[bool, bool]:
-    """(wave_kill, queue_reset) for KFD node ``gpu_id``: both only with the reef KFD patch.
+    """(wave_kill, queue_reset) for KFD node ``gpu_id``, from the reef KFD patch's QUERY.
 
-    Imported lazily so that the backend works without the KFD module, and guarded so that
-    anything short of a clear answer from the patch reports False.
+    ``kfd_status`` never raises; a GPU whose node could not be matched (``gpu_id`` None)
+    gets neither, so a kill is never aimed at a guessed GPU. queue_reset is reported as
+    the driver offers it; HIP streams do not expose their ring address, so using it needs
+    the HSA queue manager (Device.clear_queue stays unsupported on plain HIP streams).
     """
     if gpu_id is None:
         return False, False
-    try:
-        kfd = importlib.import_module("reef_rocm.rocm.kfd")
-        status = kfd.kfd_status(gpu_id)
-    except Exception:  # module missing, no /dev/kfd, no patch: no kill, no reset
-        return False, False
-    return bool(getattr(status, "wave_kill", False)), bool(getattr(status, "queue_reset", False))
+    from reef_rocm.rocm import kfd
+
+    status = kfd.kfd_status()
+    return status.supports(gpu_id, "kill_waves"), status.supports(gpu_id, "reset_queue")
 
 
 # ---------------------------------------------------------------------------------------
@@ -628,6 +628,20 @@ class HipDevice(Device):
         except RuntimeError as e:  # hip-python: libamdhip64 or one of its symbols missing
             raise BackendUnavailable(f"HIP runtime not usable: {e}") from e
         self.capabilities = _capabilities(self.info)
+        self._kfd: Any = None  # reef_rocm.rocm.kfd.KfdDevice, opened on the first kill
+
+    def kill_running_waves(self) -> int:
+        """Kill this process's running waves on this GPU through the reef KFD patch.
+
+        Returns the bit mask of VMIDs whose waves were killed (0: none of ours ran).
+        """
+        if not self.capabilities.wave_kill:
+            return super().kill_running_waves()
+        if self._kfd is None:
+            from reef_rocm.rocm.kfd import KfdDevice
+
+            self._kfd = KfdDevice(self.info.extra["kfd_gpu_id"])
+        return self._kfd.kill_waves().vmid_mask
 
     def make_current(self) -> None:
         """Make this the calling thread's HIP device (HIP keeps one per host thread)."""

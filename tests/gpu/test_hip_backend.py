@@ -22,11 +22,10 @@ from __future__ import annotations
 
 import builtins
 import ctypes
+import dataclasses
 import enum
 import importlib
 import re
-import sys
-import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -817,37 +816,54 @@ def test_device_finds_kfd_node_and_patch(
         [(0, {"location_id": 0}), (4242, {"location_id": 0xC300, "domain": 0})],
     )
     monkeypatch.setattr(hb, "kfd_gpu_id", _with_nodes(_real_kfd_gpu_id, root))
-    asked: list[int] = []
+    from reef_rocm.rocm import kfd
 
-    def kfd_status(gpu_id: int) -> Any:
-        asked.append(gpu_id)
-        return types.SimpleNamespace(wave_kill=True, queue_reset=True)
+    patched = kfd.KfdStatus(
+        dev_kfd=True,
+        patch_loaded=True,
+        patch_version="1.0",
+        gpus={4242: kfd.GpuKfdStatus(4242, "gfx90a", 90010, ["kill_waves", "reset_queue"])},
+    )
+    monkeypatch.setattr(kfd, "kfd_status", lambda: patched)
+    killed: list[int] = []
 
-    fake_kfd = types.ModuleType("reef_rocm.rocm.kfd")
-    fake_kfd.kfd_status = kfd_status  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "reef_rocm.rocm.kfd", fake_kfd)
+    class FakeKfdDevice:
+        def __init__(self, gpu_id: int) -> None:
+            self.gpu_id = gpu_id
+
+        def kill_waves(self) -> Any:
+            killed.append(self.gpu_id)
+            return kfd.KillResult(vmid_mask=0b100, xcc_mask=1)
+
+    monkeypatch.setattr(kfd, "KfdDevice", FakeKfdDevice)
     dev = hb.open_device(0)
-    assert dev.info.extra["kfd_gpu_id"] == 4242 and asked == [4242]
+    assert dev.info.extra["kfd_gpu_id"] == 4242
     assert dev.capabilities.wave_kill and dev.capabilities.queue_reset
     assert dev.capabilities.level is PreemptLevel.RUNNING
     assert dev.capabilities.cu_mask and dev.capabilities.stream_write_value
+    assert dev.kill_running_waves() == 0b100 and killed == [4242]
+    # a patch that does not list the op for this GPU turns the capability off
+    patched = dataclasses.replace(
+        patched, gpus={4242: kfd.GpuKfdStatus(4242, "gfx1030", 100300, [])}
+    )
+    dev = hb.open_device(0)
+    assert not dev.capabilities.wave_kill
+    with pytest.raises(UnsupportedError, match="wave_kill"):
+        dev.kill_running_waves()
 
 
 _real_kfd_gpu_id = hb.kfd_gpu_id
 
 
-def test_kfd_capabilities_guarded(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_kfd_capabilities_without_kfd(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No matched KFD node, or no /dev/kfd (the real binding's answer here): no kill."""
+    from reef_rocm.rocm import kfd
+
     assert hb._kfd_capabilities(None) == (False, False)
-
-    def broken(gpu_id: int) -> Any:
-        raise OSError("/dev/kfd: no such file")
-
-    fake_kfd = types.ModuleType("reef_rocm.rocm.kfd")
-    fake_kfd.kfd_status = broken  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "reef_rocm.rocm.kfd", fake_kfd)
+    real_status = kfd.kfd_status
+    absent = str(tmp_path / "kfd")
+    monkeypatch.setattr(kfd, "kfd_status", lambda: real_status(dev_path=absent))
     assert hb._kfd_capabilities(1) == (False, False)
-    monkeypatch.setitem(sys.modules, "reef_rocm.rocm.kfd", types.ModuleType("empty"))
-    assert hb._kfd_capabilities(1) == (False, False)  # module without the function
 
 
 # ---------------------------------------------------------------------------------------
