@@ -5,7 +5,7 @@ QUERY (version and per-GPU supported operations), KILL_WAVES (kill the calling p
 waves on one GPU) and RESET_QUEUE (drop the packets still waiting in one of the calling
 process's AQL queues). This module wraps them with ``fcntl.ioctl`` and ctypes structures.
 
-The structure layouts and ioctl numbers are written out here once; ``tests/rocm`` compiles
+The structure layouts and ioctl numbers are written out here once; ``tests/kfd`` compiles
 a C program against the uapi header and checks that they match byte for byte.
 
 Entry points:
@@ -38,7 +38,7 @@ from reef_rocm.errors import BackendUnavailable, GpuError, UnsupportedError
 DEV_KFD = "/dev/kfd"
 KFD_SYSFS = "/sys/class/kfd/kfd"
 
-# --- constants of reef_kfd.h (checked against the header by tests/rocm) ----------------
+# --- constants of reef_kfd.h (checked against the header by tests/kfd) ----------------
 
 REEF_KFD_VERSION_MAJOR = 1
 REEF_KFD_VERSION_MINOR = 0
