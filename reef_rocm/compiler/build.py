@@ -1,0 +1,449 @@
+"""``compile_model``: model + target -> model package directory (cached by content hash)."""
+
+from __future__ import annotations
+
+import datetime
+import gzip
+import hashlib
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from reef_rocm import __version__
+from reef_rocm.compiler.targets import TargetSpec, parse_target
+from reef_rocm.errors import ModelError, UnsupportedError
+from reef_rocm.manifest import (
+    MANIFEST_FILE,
+    VARIANTS,
+    Buffer,
+    Manifest,
+    Variant,
+    idempotence_violations,
+)
+from reef_rocm.runtime.weights import GENERATOR
+
+DEFAULT_SEED = 0
+COMPILER_REVISION = 2  # bump when the compiler's output changes for the same inputs
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("REEF_CACHE", Path.home() / ".cache" / "reef_rocm"))
+
+
+def default_package_dir() -> Path:
+    return cache_dir() / "packages"
+
+
+class Progress:
+    """One line per step on stderr: '[vgg19 cuda:sm_90] relax pipeline ... 12.3 s'."""
+
+    def __init__(self, label: str, enabled: bool = True) -> None:
+        self.label = label
+        self.enabled = enabled
+        self.t0 = time.monotonic()
+        self.steps: dict[str, float] = {}
+
+    def step(self, what: str, fn: Callable[[], Any]) -> Any:
+        t = time.monotonic()
+        if self.enabled:
+            print(f"[{self.label}] {what} ...", file=sys.stderr, flush=True)
+        out = fn()
+        dt = time.monotonic() - t
+        self.steps[what] = self.steps.get(what, 0.0) + dt
+        if self.enabled:
+            print(f"[{self.label}] {what} done in {dt:.1f} s", file=sys.stderr, flush=True)
+        return out
+
+    def note(self, msg: str) -> None:
+        if self.enabled:
+            print(f"[{self.label}] {msg}", file=sys.stderr, flush=True)
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.t0
+
+
+# ------------------------------------------------------------------ variants
+
+
+def _transform_module() -> Any | None:
+    try:
+        from reef_rocm.compiler import transform
+    except ModuleNotFoundError as e:
+        if e.name == "reef_rocm.compiler.transform":
+            return None
+        raise
+    return transform
+
+
+def available_variants() -> list[str]:
+    t = _transform_module()
+    out = ["plain"]
+    if t is not None and hasattr(t, "make_preemptible"):
+        out.append("preemptible")
+    if t is not None and hasattr(t, "make_dkp_ready"):
+        out.append("dkp")
+    return out
+
+
+def resolve_variants(requested: str | list[str] | None) -> list[str]:
+    """None/"auto": plain plus whatever the transform module provides."""
+    avail = available_variants()
+    if requested in (None, "auto"):
+        return avail
+    names = requested.split(",") if isinstance(requested, str) else list(requested)
+    names = [n.strip() for n in names if n.strip()]
+    for n in names:
+        if n not in VARIANTS:
+            raise UnsupportedError(f"unknown variant {n!r}; choose from {', '.join(VARIANTS)}")
+        if n not in avail:
+            raise UnsupportedError(
+                f"variant {n!r} needs reef_rocm.compiler.transform, which is not available"
+            )
+    if "plain" not in names:
+        names.insert(0, "plain")
+    return [v for v in VARIANTS if v in names]
+
+
+def _apply_variant(name: str, mod: Any, poll_interval: int | None) -> Any:
+    if name == "plain":
+        return mod
+    t = _transform_module()
+    if name == "preemptible":
+        return t.make_preemptible(mod, poll_interval=poll_interval)
+    return t.make_dkp_ready(mod)
+
+
+def _transform_hash() -> str:
+    t = _transform_module()
+    if t is None or not getattr(t, "__file__", None):
+        return "none"
+    return hashlib.sha256(Path(t.__file__).read_bytes()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------ compile
+
+
+@dataclass
+class CompileResult:
+    path: Path
+    manifest: Manifest
+    cached: bool
+    seconds: float
+    steps: dict[str, float] = field(default_factory=dict)
+
+
+def package_name(model_name: str, target: TargetSpec) -> str:
+    return f"{model_name}-{target.name.replace(':', '_')}"
+
+
+def tool_versions() -> dict[str, str]:
+    import tvm
+
+    from reef_rocm.compiler.codegen import nvcc_version
+
+    return {
+        "reef_rocm": __version__,
+        "tvm": str(tvm.__version__),
+        "nvcc": nvcc_version(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "compiler_revision": str(COMPILER_REVISION),
+    }
+
+
+def compile_model(
+    model: str,
+    target: str,
+    out_dir: str | Path | None = None,
+    variants: str | list[str] | None = None,
+    seed: int = DEFAULT_SEED,
+    poll_interval: int | None = None,
+    force: bool = False,
+    progress: bool = True,
+    reference: bool = True,
+) -> CompileResult:
+    """Compile ``model`` (zoo name, .onnx, .pt2) for ``target`` into a package directory.
+
+    Returns at once when a package with the same content hash already exists.
+    """
+    spec = parse_target(target)  # unsupported targets fail before any work
+    names = resolve_variants(variants)
+    from reef_rocm.compiler.frontends import load_model
+
+    t_start = time.monotonic()
+    src = load_model(model)
+    out_root = Path(out_dir) if out_dir is not None else default_package_dir()
+    pkg = out_root / package_name(src.name, spec)
+    key = hashlib.sha256(
+        json.dumps(
+            {
+                "model": src.content_hash, "target": spec.name, "variants": names, "seed": seed,
+                "poll": poll_interval,
+                # the transform's source matters only to the variants it makes
+                "transform": _transform_hash() if names != ["plain"] else "unused",
+                "rev": COMPILER_REVISION, "reference": reference, "reef": __version__,
+            },
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()  # fmt: skip
+    if not force and (pkg / MANIFEST_FILE).is_file():
+        try:
+            m = Manifest.load(pkg)
+            if m.model.get("package_hash") == key:
+                return CompileResult(pkg, m, True, time.monotonic() - t_start)
+        except Exception:  # a stale or broken package is rebuilt
+            pass
+
+    prog = Progress(f"{src.name} {spec.name}", progress)
+    # variants not named by the caller may be skipped if their transform fails on this model
+    optional = frozenset(names) if variants in (None, "auto") else frozenset()
+    manifest, files = _compile(
+        src, spec, names, seed, poll_interval, reference, prog, optional=optional
+    )
+    manifest.model["package_hash"] = key
+    # write to a temporary sibling, then swap: a crash never leaves a half package behind
+    out_root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{pkg.name}.", dir=out_root))
+    try:
+        for rel, data in files.items():
+            p = tmp / rel
+            p.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(data, np.ndarray):
+                with open(p, "wb") as f:
+                    np.save(f, data, allow_pickle=False)
+            else:
+                p.write_bytes(data if isinstance(data, bytes) else data.encode())
+        manifest.save(tmp)
+        tmp.chmod(0o755)  # mkdtemp makes it private; packages are shared read-only data
+        if pkg.exists():
+            shutil.rmtree(pkg)
+        tmp.rename(pkg)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    prog.note(f"package {pkg} ({prog.elapsed:.1f} s)")
+    return CompileResult(pkg, manifest, False, time.monotonic() - t_start, prog.steps)
+
+
+def _compile(
+    src: Any, spec: TargetSpec, names: list[str], seed: int, poll: int | None,
+    reference: bool, prog: Progress, generate_code: bool = True,
+    optional: frozenset[str] = frozenset(),
+) -> tuple[Manifest, dict[str, Any]]:  # fmt: skip
+    import tvm
+
+    from reef_rocm.compiler.graph import build_plan
+
+    target = tvm.target.Target(spec.tvm_target_dict())
+    plan = prog.step(
+        "relax pipeline (legalize, fuse, dlight schedules)",
+        lambda: build_plan(src.mod, target, len(src.inputs), [p.name for p in src.params]),
+    )
+    files: dict[str, Any] = {}
+    variants: dict[str, Variant] = {}
+    pending: dict[str, Future] = {}
+    pool = ThreadPoolExecutor(max_workers=max(1, min(len(names), os.cpu_count() or 1)))
+    try:
+        skipped: dict[str, str] = {}
+        _variants(src, spec, names, poll, prog, plan, target, files, variants, pending, pool,
+                  generate_code, optional, skipped)  # fmt: skip
+        manifest = _finish(src, spec, seed, reference, prog, plan, files, variants)
+        if skipped:
+            manifest.model["skipped_variants"] = skipped
+        for rel, fut in pending.items():
+            files[rel] = prog.step(f"nvcc -> {rel} (waiting)", fut.result)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return manifest, files
+
+
+def _variants(
+    src: Any, spec: TargetSpec, names: list[str], poll: int | None, prog: Progress, plan: Any,
+    target: Any, files: dict[str, Any], variants: dict[str, Variant],
+    pending: dict[str, Future], pool: ThreadPoolExecutor, generate_code: bool,
+    optional: frozenset[str], skipped: dict[str, str],
+) -> None:  # fmt: skip
+    from reef_rocm.compiler.codegen import codegen, compile_cuda
+    from reef_rocm.compiler.kernels import bind_kernels, lower_kernels, primfunc_param_names
+
+    for name in names:
+        try:
+            vmod = prog.step(
+                f"{name}: transform", lambda n=name: _apply_variant(n, plan.kernels_mod, poll)
+            )
+            build = prog.step(f"{name}: TIR lowering", lambda m=vmod: lower_kernels(m, target))
+            kernels = bind_kernels(plan.calls, build, primfunc_param_names(vmod))
+        except Exception as e:
+            if name == "plain" or name not in optional:
+                raise
+            # a variant we were not asked for by name (auto) must not cost the whole package:
+            # build without it and say why in the manifest
+            msg = str(e).strip().splitlines()[-1][:300] if str(e).strip() else type(e).__name__
+            prog.note(f"{name}: variant skipped: {msg}")
+            skipped[name] = msg
+            continue
+        if not generate_code:
+            variants[name] = Variant(name, "", "", kernels)
+            continue
+        co = prog.step(
+            f"{name}: codegen ({'CUDA source' if spec.kind == 'cuda' else 'LLVM + ld.lld'})",
+            lambda b=build: codegen(b.device_mod, b.target, spec.arch, nvcc=False),
+        )
+        # sources are large (dlight unrolls: ~40 KB of CUDA per conv kernel) and only read
+        # by people and tools, so they are stored gzipped (mtime 0: reproducible bytes)
+        src_rel = f"kernels/{name}{co.source_ext}.gz"
+        bin_rel = f"kernels/{name}{co.binary_ext}"
+        files[src_rel] = gzip.compress(co.source.encode(), compresslevel=6, mtime=0)
+        if co.binary:
+            files[bin_rel] = co.binary
+        else:  # nvcc runs in a worker while TVM goes on with the next variant / reference
+            pending[bin_rel] = pool.submit(compile_cuda, co.source, spec.arch)
+        variants[name] = Variant(name, bin_rel, src_rel, kernels)
+        prog.note(f"{name}: {len(kernels)} kernels")
+
+
+def _finish(
+    src: Any, spec: TargetSpec, seed: int, reference: bool, prog: Progress, plan: Any,
+    files: dict[str, Any], variants: dict[str, Variant],
+) -> Manifest:  # fmt: skip
+    buffers, weights_file = _manifest_buffers(src, plan, files)
+    ref: dict[str, Any] = {"device": "llvm", "inputs": [], "outputs": []}
+    if reference:
+        ins, outs = prog.step("CPU reference (TVM llvm, VM)", lambda: reference_io(src, seed))
+        for i, a in enumerate(ins):
+            files[f"reference/input_{i}.npy"] = a
+            ref["inputs"].append(f"reference/input_{i}.npy")
+        for i, a in enumerate(outs):
+            files[f"reference/output_{i}.npy"] = a
+            ref["outputs"].append(f"reference/output_{i}.npy")
+    manifest = Manifest(
+        model={
+            "name": src.name, "kind": src.kind, "content_hash": src.content_hash,
+            "input_names": [s.name for s in src.inputs],
+        },
+        target=spec.as_dict(),
+        tools=tool_versions(),
+        buffers=buffers,
+        inputs=plan.inputs,
+        outputs=plan.outputs,
+        weights={"generator": GENERATOR, "seed": seed, "file": weights_file},
+        variants=variants,
+        reference=ref,
+        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    )  # fmt: skip
+    manifest.validate()
+    bad = idempotence_violations(manifest, "plain")
+    if bad:  # by construction this cannot happen; refuse to write a package that breaks it
+        raise UnsupportedError(f"{src.name}: kernels not re-runnable: {'; '.join(bad[:5])}")
+    return manifest
+
+
+def _manifest_buffers(
+    src: Any, plan: Any, files: dict[str, Any]
+) -> tuple[list[Buffer], str | None]:
+    """Manifest buffers; stored bytes (user weights, constants) go to weights.bin."""
+    specs = {s.name: s for s in src.params}
+    blob = bytearray()
+    out = []
+    for i, b in enumerate(plan.buffers):
+        init = None
+        data = b.data
+        if b.role == "param":
+            if src.param_data is not None:
+                data = src.param_data[b.name]
+            else:
+                init = specs[b.name].init
+        if data is not None:
+            arr = np.ascontiguousarray(data, dtype=b.dtype)
+            if list(arr.shape) != list(b.shape):
+                raise ModelError(f"{b.name}: data shape {arr.shape} != {b.shape}")
+            off = (len(blob) + 255) // 256 * 256
+            blob.extend(b"\0" * (off - len(blob)))
+            blob.extend(arr.tobytes())
+            init = {"kind": "file", "path": "weights.bin", "offset": off}
+        out.append(Buffer(i, b.name, b.dtype, list(b.shape), b.nbytes, b.role, init))
+    if blob:
+        files["weights.bin"] = bytes(blob)
+        return out, "weights.bin"
+    return out, None
+
+
+def plan_manifest(model: str, target: str, variants: str | list[str] = "plain") -> Manifest:
+    """The manifest a compile would write, without code generation, nvcc or the CPU
+    reference (seconds instead of minutes): for checks on buffers and kernel order."""
+    from reef_rocm.compiler.frontends import load_model
+
+    spec = parse_target(target)
+    src = load_model(model)
+    prog = Progress(f"{src.name} {spec.name}", enabled=False)
+    m, _ = _compile(src, spec, resolve_variants(variants), DEFAULT_SEED, None, False, prog, False)
+    return m
+
+
+# ------------------------------------------------------------------ CPU reference
+
+
+def reference_cache_dir() -> Path:
+    return cache_dir() / "reference"
+
+
+def reference_io(src: Any, seed: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Reference input(s) from the seed and the model's output(s) on the CPU (TVM llvm).
+
+    Cached per model content hash and seed: the reference does not depend on the GPU target.
+    """
+    import tvm
+
+    cdir = (
+        reference_cache_dir() / f"{src.name}-{src.content_hash[:16]}-s{seed}-tvm{tvm.__version__}"
+    )
+    if (cdir / "done").is_file():
+        ins = sorted(cdir.glob("input_*.npy"))
+        outs = sorted(cdir.glob("output_*.npy"))
+        return [np.load(p) for p in ins], [np.load(p) for p in outs]
+    inputs = [_gen(seed, f"input:{s.name}", s.shape, s.dtype, s.init) for s in src.inputs]
+    params = [materialize_param(src, p, seed) for p in src.params]
+    outputs = run_on_cpu(src.mod, inputs + params)
+    cdir.mkdir(parents=True, exist_ok=True)
+    for i, a in enumerate(inputs):
+        np.save(cdir / f"input_{i}.npy", a)
+    for i, a in enumerate(outputs):
+        np.save(cdir / f"output_{i}.npy", a)
+    (cdir / "done").write_text("ok\n")
+    return inputs, outputs
+
+
+def _gen(seed: int, name: str, shape: Any, dtype: str, init: dict[str, Any]) -> np.ndarray:
+    from reef_rocm.runtime.weights import generate
+
+    return generate(seed, name, shape, dtype, init)
+
+
+def materialize_param(src: Any, p: Any, seed: int) -> np.ndarray:
+    if src.param_data is not None:
+        return np.ascontiguousarray(src.param_data[p.name])
+    return _gen(seed, p.name, p.shape, p.dtype, p.init)
+
+
+def run_on_cpu(mod: Any, args: list[np.ndarray]) -> list[np.ndarray]:
+    import tvm
+    from tvm import relax
+
+    ex = tvm.compile(mod, target=tvm.target.Target("llvm"))
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    res = vm["main"](*[tvm.runtime.tensor(a) for a in args])
+    if hasattr(res, "numpy"):
+        return [res.numpy()]
+    return [r.numpy() for r in res]

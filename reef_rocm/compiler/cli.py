@@ -1,0 +1,167 @@
+"""``reef compile`` (model -> package), ``reef profile`` and ``reef bench`` (package on a GPU).
+
+Heavy imports (TVM, GPU bindings) happen inside the handlers so ``reef --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "compile",
+        help="compile a model (zoo name, .onnx, torch.export .pt2) into a model package",
+        description="Compile a model with stock TVM into a package of kernels over named "
+        "buffers (docs/package_format.md). Packages are cached by content hash.",
+    )
+    p.add_argument(
+        "models",
+        nargs="*",
+        metavar="MODEL",
+        help="zoo model name (see --list), path to .onnx, or torch.export .pt2",
+    )
+    p.add_argument(
+        "--target",
+        default="cuda:sm_90",
+        help="cuda:sm_90|cuda:sm_80|rocm:gfx906|rocm:gfx908|rocm:gfx90a|rocm:gfx942",
+    )
+    p.add_argument("--zoo", action="store_true", help="compile every zoo model")
+    p.add_argument("--list", action="store_true", help="list the zoo models and exit")
+    p.add_argument(
+        "--variants",
+        default="auto",
+        help="comma list of plain,preemptible,dkp (default: all available)",
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help="package directory (default ${REEF_CACHE:-~/.cache/reef_rocm}/packages)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="weight generator seed")
+    p.add_argument(
+        "--poll-interval",
+        type=int,
+        default=None,
+        help="preemptible variant: poll the flag every N outer-loop iterations",
+    )
+    p.add_argument("--force", action="store_true", help="rebuild even if cached")
+    p.add_argument("--no-reference", action="store_true", help="skip the CPU reference")
+    p.add_argument(
+        "--record",
+        default=None,
+        metavar="JSON",
+        help="write per-model compile seconds and kernel counts to this file",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_compile)  # fmt: skip
+
+    p = subparsers.add_parser("profile", help="per-kernel timing profile of a package (GPU)")
+    p.add_argument("package", help="package directory")
+    p.add_argument("--out", required=True, help="profile JSON to write")
+    p.add_argument("--variant", default="plain")
+    p.add_argument("--backend", default="auto")
+    p.add_argument("--repeats", type=int, default=10)
+    p.set_defaults(func=cmd_profile)
+
+    p = subparsers.add_parser("bench", help="benchmark packages on a GPU (runtime.bench)")
+    p.add_argument("bench_args", nargs=argparse.REMAINDER,
+                   help="arguments of python -m reef_rocm.runtime.bench")  # fmt: skip
+    p.set_defaults(func=cmd_bench)
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        )
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from reef_rocm.compiler.targets import parse_target
+    from reef_rocm.compiler.zoo import ZOO
+    from reef_rocm.errors import ModelError
+
+    if args.list:
+        for m in ZOO.values():
+            print(f"{m.name:14s} {m.description}")
+        return 0
+    spec = parse_target(args.target)  # an unsupported target fails before anything else
+    models = list(ZOO) if args.zoo else list(args.models)
+    if not models:
+        raise ModelError("no model given (name a zoo model, an .onnx/.pt2 file, or --zoo)")
+    for m in models:  # unknown names and missing files fail before any compilation
+        if m not in ZOO and not Path(m).is_file():
+            if Path(m).suffix in (".onnx", ".pt2"):
+                raise ModelError(f"{m}: no such file")
+            raise ModelError(f"unknown model {m!r}; zoo models: {', '.join(ZOO)}")
+
+    from reef_rocm.compiler.build import compile_model
+
+    record: dict[str, Any] = {}
+    for m in models:
+        r = compile_model(
+            m, spec.name, out_dir=args.out, variants=args.variants, seed=args.seed,
+            poll_interval=args.poll_interval, force=args.force, progress=not args.quiet,
+            reference=not args.no_reference,
+        )  # fmt: skip
+        kernels = {v: len(x.kernels) for v, x in r.manifest.variants.items()}
+        state = "cached" if r.cached else f"built in {r.seconds:.1f} s"
+        print(f"{r.manifest.model['name']}: {r.path} ({state}; kernels {kernels})")
+        record[r.manifest.model["name"]] = {
+            "seconds": round(r.seconds, 2), "cached": r.cached, "kernels": kernels,
+            "steps_s": {k: round(v, 2) for k, v in r.steps.items()},
+        }  # fmt: skip
+    if args.record:
+        import tvm
+
+        doc = {
+            "target": spec.name,
+            "card": "cpu-2core",
+            "host": platform.processor() or platform.machine(),
+            "date": datetime.date.today().isoformat(),
+            "git_commit": _git_commit(),
+            "tvm": str(tvm.__version__),
+            "command": "reef compile " + " ".join(sys.argv[2:]),
+            "total_seconds": round(sum(v["seconds"] for v in record.values()), 1),
+            "models": record,
+        }
+        Path(args.record).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.record).write_text(json.dumps(doc, indent=1) + "\n")
+    return 0
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from reef_rocm.gpu import open_device
+    from reef_rocm.runtime.executor import ModelInstance, write_profile
+    from reef_rocm.runtime.package import ModelPackage
+
+    pkg = ModelPackage.load(args.package)  # a bad package fails before the GPU is touched
+    dev = open_device(args.backend)
+    with ModelInstance(dev, pkg, variant=args.variant) as inst:
+        for i, a in enumerate(pkg.reference_inputs()):
+            inst.set_input(i, a)
+        prof = inst.profile(repeats=args.repeats)
+    write_profile(prof, args.out)
+    print(
+        f"{pkg.name}: {len(prof['kernels'])} kernels, "
+        f"{prof['total_us_median']:.1f} us -> {args.out}"
+    )
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from reef_rocm.runtime.bench import main
+
+    rest = [a for a in args.bench_args if a != "--"]
+    return main(rest)

@@ -1,0 +1,272 @@
+"""Scheduled PrimFuncs -> device kernels: launch shapes, argument lists and a code object.
+
+We lower the scheduled PrimFuncs with TVM's own TIR pipeline and watch it with a pass
+instrument: right after SplitHostDevice each PrimFunc is a host function that still has its
+original buffer parameters and calls its device kernel(s) with ``call_ffi_kernel(name,
+args..., launch values...)``. Reading those calls gives, per kernel and in order, which
+PrimFunc parameter each pointer argument is and the grid/block/dynamic-shared-memory values,
+without re-deriving anything TVM already computed. The device half then goes through TVM's
+device finalisation and codegen; CUDA source is compiled to a cubin with nvcc, AMD code
+objects come from TVM's LLVM (linked by us, see codegen.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from reef_rocm.errors import UnsupportedError
+from reef_rocm.manifest import Kernel
+
+PREEMPT_FLAG = "reef_preempt_flag"
+COMPLETION_SLOT = "reef_completion_slot"
+_LAUNCH_DIMS = (
+    "blockIdx.x",
+    "blockIdx.y",
+    "blockIdx.z",
+    "threadIdx.x",
+    "threadIdx.y",
+    "threadIdx.z",
+)
+_DYN_SHMEM = "tirx.use_dyn_shared_memory"
+
+
+@dataclass
+class DeviceBuild:
+    kernels_by_func: dict[str, list[dict[str, Any]]]  # PrimFunc -> kernels (params by index)
+    device_mod: Any  # finalised device IRModule, for codegen
+    target: Any
+
+
+def _strip(mod: Any) -> Any:
+    """Drop the per-function target (dlight stamps one without a host) and make every
+    PrimFunc a public symbol so SplitHostDevice/MakePackedAPI treat it as an entry."""
+    import tvm
+
+    funcs = {}
+    for gv, f in mod.functions.items():
+        if isinstance(f, tvm.tirx.PrimFunc):
+            if "target" in f.attrs:
+                f = f.without_attr("target")
+            f = f.with_attr("global_symbol", gv.name_hint)
+        funcs[gv] = f
+    return tvm.IRModule(funcs)
+
+
+def _walk(node: Any, types: Any, fn: Any, order: str = "pre") -> None:
+    import tvm_ffi
+
+    tvm_ffi.structural_walk(node, (types, fn), order=order)
+
+
+def _decl_map(body: Any) -> dict[Any, Any]:
+    """buffer var -> the var whose data it aliases (DeclBuffer(data=buffer_data(v)))."""
+    import tvm
+
+    out: dict[Any, Any] = {}
+    buffer_data = tvm.ir.Op.get("tirx.buffer_data")
+
+    def visit(d: Any) -> None:
+        data = d.data
+        if isinstance(data, tvm.ir.Call) and data.op.same_as(buffer_data):
+            out[d.buffer] = data.args[0]
+        elif data is not None:
+            out[d.buffer] = data
+
+    _walk(body, tvm.tirx.DeclBuffer, visit)
+    return out
+
+
+def _resolve(var: Any, decls: dict[Any, Any], roots: list[Any]) -> int | None:
+    seen = 0
+    while seen < 64:
+        for i, r in enumerate(roots):
+            if var.same_as(r):
+                return i
+        if var not in decls:
+            return None
+        var = decls[var]
+        seen += 1
+    return None
+
+
+def _const_int(e: Any, what: str) -> int:
+    try:
+        return int(e)
+    except (TypeError, ValueError):
+        raise UnsupportedError(f"{what} is not a constant ({e}); static shapes only") from None
+
+
+def _host_kernel_calls(host: Any, device_funcs: dict[str, Any]) -> list[dict[str, Any]]:
+    """Kernel launches of one host PrimFunc, in program order."""
+    import tvm
+
+    ffi_kernel = tvm.ir.Op.get("tirx.call_ffi_kernel")
+    buffer_data = tvm.ir.Op.get("tirx.buffer_data")
+    decls = _decl_map(host.body)
+    params = list(host.params)
+    loops: list[Any] = []
+    _walk(host.body, tvm.tirx.For, loops.append)
+    calls: list[Any] = []
+    _walk(host.body, tvm.ir.Call, lambda c: calls.append(c) if c.op.same_as(ffi_kernel) else None)
+    if calls and loops:
+        raise UnsupportedError(f"{host}: kernel launches inside a host loop")
+
+    kernels = []
+    for c in calls:
+        name = str(c.args[0].value)
+        dev = device_funcs[name]
+        n_params = len(dev.params)
+        launch_names = [str(s) for s in c.attrs.launch_params]
+        values = list(c.args[1 + n_params :])
+        if len(values) != len(launch_names):
+            raise UnsupportedError(f"{name}: unexpected launch arguments {launch_names}")
+        launch: dict[str, Any] = {}
+        for k, v in zip(launch_names, values, strict=True):
+            idx = _resolve(v, {}, params) if type(v).__name__ == "Var" else None
+            # a launch dimension given by a scalar parameter (the DKP variant's physical grid)
+            launch[k] = {"param": idx} if idx is not None else _const_int(v, f"{name} {k}")
+        unknown = set(launch) - set(_LAUNCH_DIMS) - {_DYN_SHMEM}
+        if unknown:
+            raise UnsupportedError(f"{name}: unsupported launch parameters {sorted(unknown)}")
+        args = []
+        for a in c.args[1 : 1 + n_params]:
+            if isinstance(a, tvm.ir.Call) and a.op.same_as(buffer_data):
+                idx = _resolve(a.args[0], decls, params)
+                if idx is None:
+                    raise UnsupportedError(
+                        f"{name}: pointer argument {a} is not a parameter of {host}; kernels "
+                        "that need a host-allocated workspace are not supported"
+                    )
+                args.append({"param": idx})
+            elif type(a).__name__ == "Var":
+                idx = _resolve(a, {}, params)
+                if idx is None:
+                    raise UnsupportedError(f"{name}: scalar argument {a} is not a parameter")
+                args.append({"param": idx})
+            else:  # a constant the lowering folded in
+                args.append({"scalar": _const_int(a, f"{name} argument"), "dtype": str(a.dtype)})
+        kernels.append(
+            {
+                "name": name,
+                "launch": launch,
+                "args": args,
+                "stores": _stored_params(dev),
+            }
+        )
+    return kernels
+
+
+def _stored_params(dev: Any) -> list[int]:
+    """Indices of the device kernel's pointer parameters it stores to."""
+    import tvm
+
+    decls = _decl_map(dev.body)
+    params = list(dev.params)
+    stored: set[int] = set()
+
+    def visit(s: Any) -> None:
+        idx = _resolve(s.buffer, decls, params)
+        if idx is not None:
+            stored.add(idx)
+
+    _walk(dev.body, tvm.tirx.BufferStore, visit)
+    return sorted(stored)
+
+
+def lower_kernels(kernels_mod: Any, target: Any) -> DeviceBuild:
+    """Lower scheduled PrimFuncs with TVM's TIR pipeline; capture host/device split."""
+    import tvm
+    from tvm.tirx.build import split_host_device_mods
+
+    mod = _strip(kernels_mod)
+    mod = tvm.tirx.transform.BindTarget(target.with_host(tvm.target.Target("llvm")))(mod)
+    pipeline, _, finalize_device = tvm.tirx.get_tir_pipeline("default")
+    captured: dict[str, Any] = {}
+
+    @tvm.instrument.pass_instrument
+    class _AfterSplit:
+        def run_after_pass(self, m: Any, info: Any) -> None:
+            if info.name.endswith("SplitHostDevice"):
+                captured["mod"] = m
+
+    with tvm.transform.PassContext(instruments=[_AfterSplit()]):
+        lowered = pipeline(mod)
+    split = captured["mod"]
+    device_funcs = {
+        gv.name_hint: f
+        for gv, f in split.functions.items()
+        if int(f.attrs.get("calling_conv", 0)) == 2
+    }
+    by_func = {}
+    for gv in kernels_mod.functions:
+        by_func[gv.name_hint] = _host_kernel_calls(split[gv.name_hint], device_funcs)
+    _, device_mods = split_host_device_mods(lowered)
+    if len(device_mods) != 1:
+        raise UnsupportedError(f"expected one device target, got {len(device_mods)}")
+    ((dev_target, dev_mod),) = device_mods.items()
+    dev_mod = finalize_device()(dev_mod)
+    return DeviceBuild(by_func, dev_mod, dev_target)
+
+
+def bind_kernels(
+    calls: list[Any], build: DeviceBuild, param_names: dict[str, list[str]]
+) -> list[Kernel]:
+    """Kernel list in execution order with arguments bound to buffers/scalars/reef params.
+
+    ``param_names[func]`` are the PrimFunc's parameter names (after any transform), used to
+    recognise the preemption transform's extra parameters.
+    """
+    out: list[Kernel] = []
+    for call in calls:
+        names = param_names[call.func]
+        for k in build.kernels_by_func[call.func]:
+            args: list[dict[str, Any]] = []
+            for a in k["args"]:
+                if "scalar" in a:
+                    args.append({"kind": "scalar", "dtype": a["dtype"], "value": a["scalar"]})
+                    continue
+                i = a["param"]
+                pname = names[i]
+                if pname == PREEMPT_FLAG:
+                    args.append({"kind": "preempt_flag"})
+                elif pname == COMPLETION_SLOT:
+                    args.append({"kind": "completion_slot"})
+                elif pname.startswith("reef_"):
+                    args.append({"kind": "reef_param", "name": pname})
+                elif i < len(call.args):
+                    args.append(dict(call.args[i]))
+                else:
+                    raise UnsupportedError(f"{call.func}: parameter {pname} has no binding")
+            dims: dict[str, int] = {}
+            launch_params: dict[str, str] = {}
+            for key, v in k["launch"].items():
+                if isinstance(v, dict):  # symbolic: record the parameter, launch value 0
+                    launch_params[key] = names[v["param"]]
+                    dims[key] = 0
+                else:
+                    dims[key] = v
+            writes = sorted(
+                {
+                    args[j]["id"]
+                    for j in k["stores"]
+                    if j < len(args) and args[j]["kind"] == "buffer"
+                }
+            )
+            out.append(
+                Kernel(
+                    name=k["name"],
+                    func=call.func,
+                    grid=[dims.get(f"blockIdx.{d}", 1) for d in "xyz"],
+                    block=[dims.get(f"threadIdx.{d}", 1) for d in "xyz"],
+                    shared_mem=dims.get(_DYN_SHMEM, 0),
+                    args=args,
+                    writes=writes,
+                    launch_params=launch_params,
+                )  # fmt: skip
+            )
+    return out
+
+
+def primfunc_param_names(mod: Any) -> dict[str, list[str]]:
+    return {gv.name_hint: [p.name for p in f.params] for gv, f in mod.functions.items()}

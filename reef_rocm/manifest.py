@@ -1,0 +1,224 @@
+"""The model package manifest: what a compiled model is, as plain data (no TVM, no GPU).
+
+A package is a directory holding ``manifest.json`` plus the files it names (kernel source,
+code objects, reference tensors, optional stored weights). The compiler writes it; the runtime,
+the code-object tools and the scheduler read it. The format is documented in
+docs/package_format.md; bump ``SCHEMA_VERSION`` on any incompatible change.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reef_rocm.errors import PackageError
+
+SCHEMA_NAME = "reef-model-package"
+SCHEMA_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+
+ROLES = ("input", "output", "param", "const", "intermediate")
+ARG_KINDS = ("buffer", "scalar", "preempt_flag", "completion_slot", "reef_param")
+VARIANTS = ("plain", "preemptible", "dkp")
+
+DTYPE_BYTES = {
+    "float32": 4, "float16": 2, "bfloat16": 2, "float64": 8,
+    "int8": 1, "uint8": 1, "int16": 2, "int32": 4, "uint32": 4, "int64": 8, "uint64": 8,
+    "bool": 1,
+}  # fmt: skip
+
+
+@dataclass
+class Buffer:
+    """One device allocation. Views (reshapes) share their base buffer's id."""
+
+    id: int
+    name: str
+    dtype: str
+    shape: list[int]
+    bytes: int
+    role: str  # one of ROLES
+    # params/consts: how its contents are made. {"kind": "uniform", "bound": b} and
+    # {"kind": "const", "value": v} come from the seeded generator; {"kind": "file", "path":
+    # p, "offset": o} are stored bytes (user-supplied weights, constants).
+    init: dict[str, Any] | None = None
+
+
+@dataclass
+class Kernel:
+    """One device kernel launch, in execution order."""
+
+    name: str  # symbol in the code object
+    func: str  # the TIR PrimFunc it came from (one PrimFunc may hold several kernels)
+    grid: list[int]
+    block: list[int]
+    shared_mem: int  # dynamic shared memory (LDS) bytes
+    args: list[dict[str, Any]]  # {"kind": ARG_KINDS[i], ...}
+    # buffer ids this kernel stores to (from the kernel's TIR); what the idempotence check uses
+    writes: list[int] = field(default_factory=list)
+    # launch values given by a kernel parameter instead of a constant (the DKP variant's
+    # physical grid): {"blockIdx.x": "reef_grid_blocks"}; the matching grid entry is 0
+    launch_params: dict[str, str] = field(default_factory=dict)
+
+    def buffer_args(self) -> list[int]:
+        return [a["id"] for a in self.args if a["kind"] == "buffer"]
+
+    def reads(self) -> list[int]:
+        w = set(self.writes)
+        return [i for i in dict.fromkeys(self.buffer_args()) if i not in w]
+
+
+@dataclass
+class Variant:
+    """One build of the kernels: plain, preemptible (flag + completion slot) or dkp."""
+
+    name: str
+    binary: str  # path (relative to the package) of the .cubin / .hsaco
+    source: str  # kernel source that was compiled (.cu), or LLVM IR (.ll) for ROCm
+    kernels: list[Kernel]
+
+
+@dataclass
+class Manifest:
+    model: dict[str, Any]  # name, source kind, content hash, input names
+    target: dict[str, Any]  # name ("cuda:sm_90"), backend ("cuda"|"hip"), arch, tvm target
+    tools: dict[str, str]
+    buffers: list[Buffer]
+    inputs: list[int]
+    outputs: list[int]
+    weights: dict[str, Any]  # {"generator": "...", "seed": n, "file": path or None}
+    variants: dict[str, Variant]
+    reference: dict[str, Any]  # {"inputs": [paths], "outputs": [paths], "device": "llvm"}
+    created: str = ""
+    schema: str = SCHEMA_NAME
+    version: int = SCHEMA_VERSION
+
+    # ---- queries ----
+    def buffer(self, bid: int) -> Buffer:
+        return self.buffers[bid]
+
+    def variant(self, name: str = "plain") -> Variant:
+        try:
+            return self.variants[name]
+        except KeyError:
+            raise PackageError(
+                f"package has no {name!r} variant (has: {', '.join(self.variants)})"
+            ) from None
+
+    def params(self) -> list[Buffer]:
+        return [b for b in self.buffers if b.role in ("param", "const")]
+
+    # ---- (de)serialisation ----
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d = {"schema": d.pop("schema"), "version": d.pop("version"), **d}
+        return d
+
+    def save(self, directory: str | Path) -> Path:
+        path = Path(directory) / MANIFEST_FILE
+        path.write_text(json.dumps(self.to_json(), indent=1) + "\n")
+        return path
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Manifest:
+        if not isinstance(d, dict) or d.get("schema") != SCHEMA_NAME:
+            raise PackageError(f"not a {SCHEMA_NAME} manifest")
+        if d.get("version") != SCHEMA_VERSION:
+            raise PackageError(
+                f"manifest version {d.get('version')} not supported (this reader: "
+                f"{SCHEMA_VERSION}); recompile the model with this reef_rocm"
+            )
+        try:
+            buffers = [Buffer(**b) for b in d["buffers"]]
+            variants = {
+                name: Variant(
+                    name=v["name"], binary=v["binary"], source=v["source"],
+                    kernels=[Kernel(**k) for k in v["kernels"]],
+                )
+                for name, v in d["variants"].items()
+            }  # fmt: skip
+            m = cls(
+                model=d["model"], target=d["target"], tools=d["tools"], buffers=buffers,
+                inputs=list(d["inputs"]), outputs=list(d["outputs"]), weights=d["weights"],
+                variants=variants, reference=d["reference"], created=d.get("created", ""),
+            )  # fmt: skip
+        except (KeyError, TypeError) as e:
+            raise PackageError(f"malformed manifest: {e!r}") from None
+        m.validate()
+        return m
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Manifest:
+        path = Path(directory) / MANIFEST_FILE
+        if not path.is_file():
+            raise PackageError(f"{directory}: no {MANIFEST_FILE} (not a model package?)")
+        try:
+            d = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise PackageError(f"{path}: unreadable manifest: {e}") from None
+        return cls.from_json(d)
+
+    def validate(self) -> None:
+        """Structural checks a reader relies on; raises PackageError naming the problem."""
+        for i, b in enumerate(self.buffers):
+            if b.id != i:
+                raise PackageError(f"buffer {i} has id {b.id}; ids must equal list positions")
+            if b.role not in ROLES:
+                raise PackageError(f"buffer {i}: unknown role {b.role!r}")
+            if b.dtype not in DTYPE_BYTES:
+                raise PackageError(f"buffer {i}: unsupported dtype {b.dtype!r}")
+            if b.bytes <= 0:
+                raise PackageError(f"buffer {i}: size {b.bytes}")
+        n = len(self.buffers)
+        for bid in (*self.inputs, *self.outputs):
+            if not 0 <= bid < n:
+                raise PackageError(f"input/output buffer id {bid} out of range")
+        if "plain" not in self.variants:
+            raise PackageError("manifest has no plain variant")
+        for v in self.variants.values():
+            for k in v.kernels:
+                if len(k.grid) != 3 or len(k.block) != 3:
+                    raise PackageError(f"{v.name}/{k.name}: grid and block must have 3 dims")
+                for a in (*k.args, *({"kind": "buffer", "id": w} for w in k.writes)):
+                    kind = a.get("kind")
+                    if kind not in ARG_KINDS:
+                        raise PackageError(f"{v.name}/{k.name}: unknown argument kind {kind!r}")
+                    if kind == "buffer" and not 0 <= a.get("id", -1) < n:
+                        raise PackageError(f"{v.name}/{k.name}: buffer id {a.get('id')} invalid")
+
+
+def idempotence_violations(manifest: Manifest, variant: str = "plain") -> list[str]:
+    """Why re-running some kernel j <= k after kernels 0..k ran could change results.
+
+    Re-running kernel j is harmless iff (a) nothing j reads was overwritten after j first
+    ran and (b) what j writes is not also written by another kernel (a re-run would clobber
+    the later value) nor read by j itself before being written. With single assignment of
+    every buffer (each written by exactly one kernel, never an input/param) and every read
+    of a non-input buffer coming after its one writer, all three hold for any j <= k. This
+    checks that, from the kernels' read/write sets alone (no code generation, no GPU).
+    """
+    problems: list[str] = []
+    kernels = manifest.variant(variant).kernels
+    writer: dict[int, int] = {}
+    for k, kern in enumerate(kernels):
+        for b in kern.writes:
+            role = manifest.buffers[b].role
+            if role in ("input", "param", "const"):
+                problems.append(f"kernel {k} ({kern.name}) writes {role} buffer {b}")
+            if b in writer and writer[b] != k:
+                problems.append(
+                    f"buffer {b} written by kernel {writer[b]} and again by kernel {k} "
+                    f"({kern.name})"
+                )
+            writer.setdefault(b, k)
+        for b in kern.reads():
+            if manifest.buffers[b].role in ("input", "param", "const"):
+                continue
+            if b not in writer:
+                problems.append(f"kernel {k} ({kern.name}) reads buffer {b} before any write")
+    for b in manifest.outputs:
+        if b not in writer and manifest.buffers[b].role == "output":
+            problems.append(f"output buffer {b} is never written")
+    return problems

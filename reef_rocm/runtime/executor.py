@@ -1,0 +1,234 @@
+"""Run a model package on a Device kernel by kernel (no TVM on the GPU host).
+
+``ModelInstance`` owns one inference's device state: every manifest buffer (carved out of
+one allocation), the loaded code object, one BoundLaunch per kernel with its arguments
+packed once, and, for the preemptible variant, the preempt flag and one completion slot per
+kernel. The scheduler drives it with ``launch_range(stream, start, stop)``: a preempted
+best-effort inference is restored by ``launch_range(stream, first_incomplete(), n)``;
+kernels are idempotent by construction (see reef_rocm.manifest.idempotence_violations), so
+re-running a partly-run kernel is safe.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from reef_rocm.errors import PackageError, UnsupportedError
+from reef_rocm.gpu.api import BoundLaunch, Device, DevicePtr, LaunchConfig, Stream
+from reef_rocm.manifest import Kernel
+from reef_rocm.runtime.package import ModelPackage
+
+ALIGN = 256  # every buffer starts on a 256-byte boundary (vector loads, cache lines)
+
+
+@dataclass(frozen=True)
+class BufferView:
+    ptr: int
+    nbytes: int
+
+
+class ModelInstance:
+    """A package loaded onto a device, ready to launch. Not thread-safe."""
+
+    def __init__(
+        self, device: Device, package: ModelPackage | str | Path, variant: str = "plain",
+        seed: int | None = None,
+    ) -> None:  # fmt: skip
+        self.device = device
+        self.package = package if isinstance(package, ModelPackage) else ModelPackage.load(package)
+        m = self.package.manifest
+        self.variant = m.variant(variant)
+        if self.package.manifest.target.get("backend") != device.info.backend and (
+            device.info.backend != "sim"
+        ):
+            raise UnsupportedError(
+                f"package {self.package.name} targets {m.target['name']}, device is "
+                f"{device.info.backend}:{device.info.arch}"
+            )
+        arch = m.target.get("arch")
+        if device.info.backend != "sim" and arch and device.info.arch and arch != device.info.arch:
+            # a cubin for sm_90 will not load on sm_80; say so before the driver does
+            raise UnsupportedError(f"package built for {arch}, device is {device.info.arch}")
+        kinds = {a["kind"] for k in self.variant.kernels for a in k.args}
+        if "reef_param" in kinds:
+            raise UnsupportedError(
+                f"variant {variant!r} takes DKP parameters; it is launched by the DKP runtime"
+            )
+        self.kernels: list[Kernel] = self.variant.kernels
+        self._alloc_buffers()
+        self._flag = device.alloc(4)
+        self._slots = device.alloc(4 * max(1, len(self.kernels)))
+        device.memset32(self._flag, 0, 1)
+        device.memset32(self._slots, 0, max(1, len(self.kernels)))
+        self.load_params(seed)
+        self.module = device.load_module(self.package.binary(variant))
+        self.launches: list[BoundLaunch] = [self._bind(i, k) for i, k in enumerate(self.kernels)]
+        self._blocks = np.array(
+            [k.grid[0] * k.grid[1] * k.grid[2] for k in self.kernels], np.uint32
+        )
+
+    # ---------------------------------------------------------------- setup
+    def _alloc_buffers(self) -> None:
+        offsets, total = [], 0
+        for b in self.package.manifest.buffers:
+            offsets.append(total)
+            total += (b.bytes + ALIGN - 1) // ALIGN * ALIGN
+        self.arena = self.device.alloc(max(total, ALIGN))
+        self.buffers = [
+            BufferView(self.arena.ptr + off, b.bytes)
+            for off, b in zip(offsets, self.package.manifest.buffers, strict=True)
+        ]
+
+    def load_params(self, seed: int | None = None) -> None:
+        """(Re)generate or read every param/const buffer and upload it."""
+        for b in self.package.manifest.params():
+            arr = np.ascontiguousarray(self.package.buffer_contents(b, seed))
+            if arr.nbytes != b.bytes:
+                raise PackageError(f"{b.name}: {arr.nbytes} bytes generated, {b.bytes} expected")
+            self.device.copy_to_device(DevicePtr(self.buffers[b.id].ptr), arr)
+
+    def _bind(self, index: int, k: Kernel) -> BoundLaunch:
+        args: list[Any] = []
+        for a in k.args:
+            kind = a["kind"]
+            if kind == "buffer":
+                args.append(DevicePtr(self.buffers[a["id"]].ptr))
+            elif kind == "scalar":
+                args.append(np.dtype(a["dtype"]).type(a["value"]))
+            elif kind == "preempt_flag":
+                args.append(DevicePtr(self._flag.ptr))
+            elif kind == "completion_slot":
+                args.append(DevicePtr(self._slots.ptr + 4 * index))
+            else:
+                raise UnsupportedError(f"{k.name}: argument kind {kind!r} not launchable here")
+        fn = self.module.get_kernel(k.name)
+        return fn.bind(LaunchConfig(tuple(k.grid), tuple(k.block), k.shared_mem), args)
+
+    # ---------------------------------------------------------------- queries
+    @property
+    def num_kernels(self) -> int:
+        return len(self.kernels)
+
+    @property
+    def preempt_flag(self) -> Any:
+        """The device int32 the preemptible kernels poll (write 1 to evict, 0 to resume)."""
+        return self._flag
+
+    @property
+    def completion_slots(self) -> Any:
+        """uint32[num_kernels]: blocks of kernel k that ran to completion."""
+        return self._slots
+
+    # ---------------------------------------------------------------- I/O
+    def set_input(self, index: int, array: np.ndarray, stream: Stream | None = None) -> None:
+        bid = self.package.manifest.inputs[index]
+        buf = self.package.manifest.buffers[bid]
+        arr = np.ascontiguousarray(array, dtype=np.dtype(buf.dtype))
+        if arr.nbytes != buf.bytes:
+            raise ValueError(f"input {index} ({buf.name}) needs {buf.shape} {buf.dtype}")
+        self.device.copy_to_device(DevicePtr(self.buffers[bid].ptr), arr, stream)
+
+    def get_output(self, index: int = 0, stream: Stream | None = None) -> np.ndarray:
+        bid = self.package.manifest.outputs[index]
+        buf = self.package.manifest.buffers[bid]
+        out = np.empty(buf.shape, dtype=np.dtype(buf.dtype))
+        self.device.copy_to_host(out, DevicePtr(self.buffers[bid].ptr), stream)
+        return out
+
+    # ---------------------------------------------------------------- launching
+    def launch_range(self, stream: Stream, start: int = 0, stop: int | None = None) -> None:
+        """Enqueue kernels ``start .. stop-1`` on ``stream`` (asynchronous)."""
+        for bound in self.launches[start : self.num_kernels if stop is None else stop]:
+            bound.launch(stream)
+
+    def run(self, inputs: list[np.ndarray], stream: Stream | None = None) -> list[np.ndarray]:
+        """Upload inputs, run every kernel, download outputs (synchronous)."""
+        s = stream or self.device.create_stream()
+        for i, a in enumerate(inputs):
+            self.set_input(i, a, s)
+        self.launch_range(s)
+        s.synchronize()
+        return [self.get_output(i) for i in range(len(self.package.manifest.outputs))]
+
+    # ---------------------------------------------------------------- preemption state
+    def reset_slots(self) -> None:
+        self.device.memset32(self._slots, 0, max(1, self.num_kernels))
+
+    def slot_counts(self) -> np.ndarray:
+        out = np.zeros(max(1, self.num_kernels), dtype=np.uint32)
+        self.device.copy_to_host(out, self._slots)
+        return out[: self.num_kernels]
+
+    def completed(self) -> np.ndarray:
+        """bool[num_kernels]: every block of kernel k finished (preemptible variant)."""
+        return self.slot_counts() >= self._blocks
+
+    def first_incomplete(self) -> int:
+        """Where a preempted inference resumes; num_kernels when all completed."""
+        done = self.completed()
+        bad = np.flatnonzero(~done)
+        return int(bad[0]) if bad.size else self.num_kernels
+
+    # ---------------------------------------------------------------- profiling
+    def profile(self, repeats: int = 10, warmup: int = 2) -> dict[str, Any]:
+        """Per-kernel durations (device events around every launch), median over repeats."""
+        s = self.device.create_stream()
+        n = self.num_kernels
+        events = [self.device.create_event() for _ in range(n + 1)]
+        for _ in range(warmup):
+            self.launch_range(s)
+        s.synchronize()
+        per_kernel = np.zeros((repeats, n))
+        totals = []
+        for r in range(repeats):
+            events[0].record(s)
+            for k, bound in enumerate(self.launches):
+                bound.launch(s)
+                events[k + 1].record(s)
+            events[n].synchronize()
+            per_kernel[r] = [events[k].elapsed_ms(events[k + 1]) * 1e3 for k in range(n)]
+            totals.append(events[0].elapsed_ms(events[n]) * 1e3)
+        med = np.median(per_kernel, axis=0)
+        return {
+            "model": self.package.name,
+            "variant": self.variant.name,
+            "device": self.device.info.name,
+            "repeats": repeats,
+            "note": "event-timed: each kernel's time includes one event record (~1-2 us)",
+            "total_us_median": float(np.median(totals)),
+            "kernels": [
+                {
+                    "index": i,
+                    "name": k.name,
+                    "grid": k.grid,
+                    "block": k.block,
+                    "shared_mem": k.shared_mem,
+                    "us_median": float(med[i]),
+                    "us_min": float(per_kernel[:, i].min()),
+                }  # fmt: skip
+                for i, k in enumerate(self.kernels)
+            ],
+        }
+
+    def close(self) -> None:
+        for obj in (self.arena, self._flag, self._slots):
+            obj.free()
+        self.module.unload()
+
+    def __enter__(self) -> ModelInstance:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def write_profile(profile: dict[str, Any], path: str | Path) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(profile, indent=1) + "\n")
+    return p

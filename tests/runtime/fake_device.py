@@ -1,0 +1,136 @@
+"""A byte-addressed fake Device for executor tests: memory is real (host bytearrays), kernels
+do not run; launches are recorded with their unpacked arguments."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from reef_rocm.gpu.api import (
+    BoundLaunch,
+    Capabilities,
+    Device,
+    DeviceBuffer,
+    DeviceInfo,
+    Event,
+    Kernel,
+    Module,
+    Stream,
+    Vendor,
+)  # fmt: skip
+from reef_rocm.gpu.params import ParamBlock
+
+
+class FakeBuffer(DeviceBuffer):
+    def __init__(self, dev: FakeDevice, ptr: int, nbytes: int) -> None:
+        self.dev, self.ptr, self.nbytes = dev, ptr, nbytes
+
+    def free(self) -> None:
+        self.dev.freed.append(self.ptr)
+
+
+class FakeStream(Stream):
+    priority = 0
+
+    def synchronize(self) -> None: ...
+    def query(self) -> bool:
+        return True
+
+    def write_value32(self, target: Any, value: int) -> None:
+        raise NotImplementedError
+
+    def wait_event(self, event: Event) -> None: ...
+
+    def destroy(self) -> None: ...
+
+
+class FakeBound(BoundLaunch):
+    def __init__(self, dev: FakeDevice, kernel: Kernel, config: Any, args: list[Any]) -> None:
+        self.dev, self.kernel, self.config, self.args = dev, kernel, config, args
+        self.params = ParamBlock(args)
+
+    def launch(self, stream: Stream) -> None:
+        self.dev.launched.append((self.kernel.name, self.config, self.args))
+
+
+class FakeKernel(Kernel):
+    def __init__(self, dev: FakeDevice, name: str) -> None:
+        self.dev, self.name = dev, name
+
+    def bind(self, config: Any, args: Any) -> FakeBound:
+        return FakeBound(self.dev, self, config, list(args))
+
+    @property
+    def attributes(self) -> dict[str, int]:
+        return {}
+
+    def max_active_blocks_per_cu(self, block_threads: int, dynamic_shared: int = 0) -> int:
+        return 1
+
+
+class FakeModule(Module):
+    def __init__(self, dev: FakeDevice, image: bytes) -> None:
+        self.dev, self.image = dev, image
+
+    def get_kernel(self, name: str) -> Kernel:
+        assert name.encode() in self.image, f"{name} not in the code object"
+        return FakeKernel(self.dev, name)
+
+    def unload(self) -> None: ...
+
+
+class FakeDevice(Device):
+    def __init__(self, backend: str = "cuda", arch: str = "sm_90") -> None:
+        self.info = DeviceInfo(backend, Vendor.NVIDIA, 0, "fake", arch, 1, 1 << 34, 32)
+        self.capabilities = Capabilities()
+        self.mem: dict[int, bytearray] = {}
+        self.next = 1 << 20
+        self.launched: list[Any] = []
+        self.freed: list[int] = []
+
+    def _locate(self, ptr: int) -> tuple[bytearray, int]:
+        for base, buf in self.mem.items():
+            if base <= ptr < base + len(buf):
+                return buf, ptr - base
+        raise AssertionError(f"wild pointer {ptr:#x}")
+
+    def read(self, ptr: int, nbytes: int) -> bytes:
+        buf, off = self._locate(ptr)
+        assert off + nbytes <= len(buf)
+        return bytes(buf[off : off + nbytes])
+
+    def create_stream(self, priority: int = 0, cu_mask: Any = None) -> Stream:
+        return FakeStream()
+
+    def stream_priority_range(self) -> tuple[int, int]:
+        return (0, 0)
+
+    def load_module(self, image: bytes) -> Module:
+        return FakeModule(self, image)
+
+    def alloc(self, nbytes: int) -> DeviceBuffer:
+        ptr = self.next
+        self.mem[ptr] = bytearray(nbytes)
+        self.next += (nbytes + 4095) // 4096 * 4096 + 4096
+        return FakeBuffer(self, ptr, nbytes)
+
+    def alloc_host_mapped(self, nbytes: int) -> Any:
+        raise NotImplementedError
+
+    def copy_to_device(self, dst: Any, src: Any, stream: Any = None) -> None:
+        raw = src.tobytes() if isinstance(src, np.ndarray) else bytes(src)
+        buf, off = self._locate(dst.ptr)
+        assert off + len(raw) <= len(buf), "copy past the end of an allocation"
+        buf[off : off + len(raw)] = raw
+
+    def copy_to_host(self, dst: Any, src: Any, stream: Any = None) -> None:
+        dst.view(np.uint8).reshape(-1)[:] = np.frombuffer(self.read(src.ptr, dst.nbytes), np.uint8)
+
+    def memset32(self, dst: Any, value: int, count: int) -> None:
+        self.copy_to_device(dst, np.full(count, value, dtype=np.uint32))
+
+    def create_event(self, timing: bool = True) -> Event:
+        raise NotImplementedError
+
+    def synchronize(self) -> None: ...

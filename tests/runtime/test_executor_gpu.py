@@ -1,0 +1,132 @@
+"""Every packaged model runs on the GPU kernel by kernel and matches its CPU reference.
+
+Packages are built on a CPU machine (the GPU host has no TVM) and carried:
+    reef compile --zoo --target cuda:sm_90 --out .carry/packages
+and looked up in $REEF_PACKAGES (default .carry/packages).
+
+Tolerance: |gpu - cpu| <= 1e-3 * max|cpu| + 1e-3 * |cpu| per element. Both sides are fp32
+without TF32 (TVM's dlight schedules emit plain FMA loops, no tensor cores). They differ in
+summation order (the GPU tiles and splits reductions; LLVM's CPU loops run them in order),
+FMA contraction and libm (expf/erf/tanh in softmax, GELU, LayerNorm); each dot product of
+length K is off by ~sqrt(K) ulp, ~1e-6 relative, compounding over up to ~150 layers. We
+observe well under 1e-4 of the output scale; 1e-3 leaves a margin without hiding a wrong
+kernel (a wrong argument or launch shape gives O(1) errors).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from reef_rocm.runtime.package import ModelPackage, find_packages
+
+pytestmark = pytest.mark.gpu
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = Path(os.environ.get("REEF_PACKAGES", ROOT / ".carry" / "packages"))
+TARGET = os.environ.get("REEF_TARGET", "cuda:sm_90")
+ZOO = ("tiny_cnn", "resnet18", "vgg19", "resnet152", "densenet201", "inception_v3", "distilbert")
+RTOL = 1e-3
+
+
+def _paths() -> list[Path]:
+    return find_packages(PACKAGES, TARGET) if PACKAGES.is_dir() else []
+
+
+@pytest.fixture(scope="module")
+def dev():
+    from reef_rocm.gpu import open_device, probe
+
+    backend = "cuda" if TARGET.startswith("cuda") else "hip"
+    report = probe(backend)
+    if not report.available:
+        pytest.skip(f"no {backend} GPU: {report.reason}")
+    d = open_device(backend)
+    yield d
+    d.close()
+
+
+def assert_matches(out: np.ndarray, ref: np.ndarray, what: str) -> float:
+    assert out.shape == ref.shape, what
+    scale = float(np.abs(ref).max())
+    err = float(np.abs(out.astype(np.float64) - ref).max())
+    np.testing.assert_allclose(out, ref, rtol=RTOL, atol=RTOL * max(scale, 1e-6), err_msg=what)
+    return err / max(scale, 1e-30)
+
+
+def test_zoo_packages_present(dev):
+    names = {ModelPackage.load(p).name for p in _paths()}
+    missing = [m for m in ZOO if m not in names]
+    assert not missing, (
+        f"no {TARGET} package for {missing} in {PACKAGES}; build them on the CPU machine: "
+        f"reef compile --zoo --target {TARGET} --out .carry/packages"
+    )
+
+
+@pytest.mark.parametrize("path", _paths(), ids=lambda p: p.name)
+def test_matches_cpu_reference(dev, path):
+    from reef_rocm.runtime.executor import ModelInstance
+
+    pkg = ModelPackage.load(path)
+    with ModelInstance(dev, pkg) as inst:
+        outs = inst.run(pkg.reference_inputs())
+        refs = pkg.reference_outputs()
+        for i, (o, r) in enumerate(zip(outs, refs, strict=True)):
+            rel = assert_matches(o, r, f"{pkg.name} output {i}")
+            print(f"{pkg.name}: {inst.num_kernels} kernels, max error {rel:.2e} of output scale")
+        # idempotence on the device: re-running any suffix j..n-1 after a full run
+        s = dev.create_stream()
+        for j in sorted({0, inst.num_kernels // 3, inst.num_kernels - 1}):
+            inst.launch_range(s, j)
+            s.synchronize()
+            assert_matches(inst.get_output(0), refs[0], f"{pkg.name} after re-running {j}..")
+
+
+@pytest.mark.parametrize("path", _paths(), ids=lambda p: p.name)
+def test_preempt_and_restore(dev, path):
+    """Half the kernels run, the rest are evicted by the flag, restore resumes exactly."""
+    from reef_rocm.runtime.executor import ModelInstance
+
+    pkg = ModelPackage.load(path)
+    if "preemptible" not in pkg.manifest.variants:
+        pytest.skip("package has no preemptible variant")
+    with ModelInstance(dev, pkg, variant="preemptible") as inst:
+        n, s = inst.num_kernels, dev.create_stream()
+        # with the flag clear the preemptible kernels compute what the plain ones do
+        ref = pkg.reference_outputs()[0]
+        assert_matches(inst.run(pkg.reference_inputs())[0], ref, f"{pkg.name} preemptible")
+        assert inst.first_incomplete() == n, "every block of every kernel counts itself"
+        inst.reset_slots()
+        inst.launch_range(s, 0, n // 2)
+        s.synchronize()
+        assert inst.first_incomplete() == n // 2
+        dev.memset32(inst.preempt_flag, 1, 1)  # evict everything still to come
+        inst.launch_range(s, n // 2)
+        s.synchronize()
+        assert not inst.completed()[n // 2 :].any(), "evicted kernels must not count"
+        dev.memset32(inst.preempt_flag, 0, 1)
+        start = inst.first_incomplete()
+        assert start == n // 2
+        inst.launch_range(s, start)
+        s.synchronize()
+        assert inst.first_incomplete() == n
+        assert_matches(inst.get_output(0), ref, f"{pkg.name} restored")
+        inst.reset_slots()
+        assert inst.first_incomplete() == 0
+
+
+def test_profile_json(dev, tmp_path):
+    from reef_rocm.cli import main
+
+    paths = [p for p in _paths() if p.name.startswith("tiny_cnn-")]
+    if not paths:
+        pytest.skip("no tiny_cnn package")
+    out = tmp_path / "profile.json"
+    assert main(["profile", str(paths[0]), "--out", str(out), "--backend", dev.info.backend]) == 0
+    prof = json.loads(out.read_text())
+    assert len(prof["kernels"]) == len(ModelPackage.load(paths[0]).manifest.variant().kernels)
+    assert all(k["us_median"] > 0 for k in prof["kernels"])
