@@ -14,7 +14,7 @@ from reef_rocm.errors import ReefError
 # (module, what it adds). Adding a subcommand touches this list and its own module only.
 SUBCOMMAND_MODULES = (
     "reef_rocm.doctor",  # reef doctor
-    "reef_rocm.compiler.cli",  # reef compile
+    "reef_rocm.compiler.cli",  # reef compile, reef profile, reef bench
     "reef_rocm.codeobj.cli",  # reef inspect
 )
 
@@ -26,13 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"reef_rocm {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMAND_MODULES:
-        try:
-            mod = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name != name:  # a real import error inside the module: show it
-                raise
-            continue
-        mod.register(sub)
+        importlib.import_module(name).register(sub)
     return parser
 
 
