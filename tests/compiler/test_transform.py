@@ -1,0 +1,428 @@
+"""The kernel transformer (reef_rocm.compiler.transform) without a GPU: structure of the
+rewritten TIR, the generated CUDA source (compiled with nvcc for sm_90) and the AMDGPU
+assembly / HSACO for gfx90a. Behaviour on a GPU: tests/compiler/test_transform_gpu.py."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+tvm = pytest.importorskip("tvm")
+
+from tvm import s_tir, tirx  # noqa: E402
+
+from reef_rocm.compiler import transform as tr  # noqa: E402
+from reef_rocm.compiler import transform_fixtures as fx  # noqa: E402
+
+HAVE_NVCC = shutil.which("nvcc") is not None or Path("/usr/local/cuda/bin/nvcc").exists()
+HAVE_LLD = any(shutil.which(x) for x in ("ld.lld-16", "ld.lld-15", "ld.lld"))
+HAVE_ROCM_BITCODE = Path("/usr/lib/x86_64-linux-gnu/amdgcn/bitcode/ockl.bc").exists()
+needs_nvcc = pytest.mark.skipif(not HAVE_NVCC, reason="nvcc not installed")
+needs_rocm = pytest.mark.skipif(
+    not (HAVE_LLD and HAVE_ROCM_BITCODE), reason="ld.lld / rocm-device-libs not installed"
+)
+
+ALL = ["matmul", "conv", "softmax", "ew2d", "ew3d", "one_block", "rows", "two_kernels"]
+FLAG_READ = "__ldcv((&(reef_preempt_flag_ptr[0])))"
+SLOT_ADD = "tvm_builtin_cuda_atomic_add((&(reef_completion_slot_ptr[0])), (uint)1)"
+
+
+@pytest.fixture(scope="module")
+def wls() -> dict[str, fx.Workload]:
+    return {w.name: w for w in fx.workloads(fx.CUDA_TARGET)}
+
+
+@pytest.fixture(scope="module")
+def wls_rocm() -> dict[str, fx.Workload]:
+    return {w.name: w for w in fx.workloads(fx.ROCM_TARGET)}
+
+
+def _mod(w: fx.Workload) -> tvm.IRModule:
+    return tvm.IRModule({w.name: w.func})
+
+
+def _shuffles(source: str) -> int:
+    """Warp shuffles in kernel code (not the macro preamble): lowered allreduces."""
+    return len(re.findall(r"=\s*__shfl\w*\(", source))
+
+
+def _kernel_sources(source: str) -> dict[str, str]:
+    """Kernel name -> its body text in TVM's CUDA source."""
+    out = {}
+    for m in re.finditer(r'extern "C" __global__ void[^{;]*?(\w+)\([^)]*\)\s*\{', source):
+        depth, i = 1, m.end()
+        while depth:
+            depth += {"{": 1, "}": -1}.get(source[i], 0)
+            i += 1
+        out[m.group(1)] = source[m.end() : i]
+    return out
+
+
+# ------------------------------------------------------------------ TIR structure
+
+
+def test_params_appended_and_attrs(wls):
+    for name in ALL:
+        f = wls[name].func
+        p = tr.make_preemptible(_mod(wls[name]))[name]
+        assert len(p.params) == len(f.params) + 2
+        flag, slot = p.params[-2:]
+        assert (flag.name, slot.name) == (tr.FLAG_PARAM, tr.SLOT_PARAM)
+        assert str(flag.ty.dtype) == "int32" and [int(s) for s in flag.ty.shape] == [1]
+        assert str(slot.ty.dtype) == "uint32" and [int(s) for s in slot.ty.shape] == [1]
+        info = tr.preempt_info(p)
+        assert info["poll_interval"] is None
+        assert info["kernels"] == (2 if name == "two_kernels" else 1)
+
+
+def test_input_module_not_modified(wls):
+    mod = _mod(wls["matmul"])
+    before = mod["matmul"].script()
+    tr.make_preemptible(mod, 4)
+    tr.make_dkp_ready(mod)
+    assert mod["matmul"].script() == before
+
+
+def test_functions_without_kernels_untouched():
+    te = tvm.te
+    a = te.placeholder((16,), "float32", name="a")
+    b = te.compute((16,), lambda i: a[i] + 1, name="b")
+    host = te.create_prim_func([a, b]).with_attr("global_symbol", "host_only")
+    mod = tvm.IRModule({"host_only": host})
+    assert tr.make_preemptible(mod).same_as(mod)
+    assert tr.make_dkp_ready(mod).same_as(mod)
+    # and it still builds and runs on the CPU
+    ex = tvm.compile(mod, target="llvm")
+    import numpy as np
+
+    x = tvm.runtime.tensor(np.arange(16, dtype="float32"))
+    y = tvm.runtime.tensor(np.zeros(16, dtype="float32"))
+    ex["host_only"](x, y)
+    assert (y.numpy() == np.arange(16) + 1).all()
+
+
+def test_relax_functions_untouched():
+    from tvm.relax.frontend import nn
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            self.fc = nn.Linear(64, 32)
+
+        def forward(self, x):
+            return nn.softmax(self.fc(x), axis=-1)
+
+    mod, _ = Net().export_tvm(spec={"forward": {"x": nn.spec.Tensor((2, 64), "float32")}})
+    target = tvm.target.Target(fx.CUDA_TARGET)
+    from tvm.relax.backend.cuda import pipeline as cp
+
+    with target:
+        mod = tvm.transform.Sequential(cp.legalize_passes(target))(mod)
+    out = tr.make_preemptible(mod, 4)
+    for gv, f in mod.functions.items():
+        if isinstance(f, tvm.relax.Function):
+            assert out[gv.name_hint].same_as(f)
+        else:
+            assert tr.FLAG_PARAM in [p.name for p in out[gv.name_hint].params]
+
+
+def test_poll_sites_follow_interval(wls):
+    # rows: one 65536-trip loop per thread; matmul: a 32-trip K loop (512 / 16)
+    for n, expect in ((None, 0), (64, 1), (16, 1), (4, 1), (1, 1)):
+        info = tr.preempt_info(tr.make_preemptible(_mod(wls["rows"]), n)["rows"])
+        assert info["poll_loops"] == [expect], n
+    polls = {
+        n: tr.preempt_info(tr.make_preemptible(_mod(wls["matmul"]), n)["matmul"])["poll_loops"]
+        for n in (64, 32, 16)
+    }
+    assert polls == {64: [0], 32: [0], 16: [1]}
+
+
+def test_bad_interval_and_double_application(wls):
+    mod = _mod(wls["ew2d"])
+    for bad in (0, -3, 2.5):
+        with pytest.raises(ValueError):
+            tr.make_preemptible(mod, bad)
+    with pytest.raises(ValueError):
+        tr.make_preemptible(tr.make_preemptible(mod))
+    with pytest.raises(ValueError):
+        tr.make_dkp_ready(tr.make_dkp_ready(mod))
+
+
+def test_no_poll_below_cross_thread_reduction(wls):
+    # softmax's reduction loops run under the threadIdx loop they reduce over; polls there
+    # would hide the reduction from LowerCrossThreadReduction
+    p = tr.make_preemptible(_mod(wls["softmax"]), 1)["softmax"]
+    assert tr.preempt_info(p)["poll_loops"] == [1]  # only the normalisation loop
+
+
+def test_dkp_params_and_info(wls):
+    d = tr.make_dkp_ready(_mod(wls["ew3d"]))["ew3d"]
+    names = [p.name for p in d.params]
+    assert names[-3:] == [tr.DKP_BEGIN, tr.DKP_COUNT, tr.DKP_GRID]
+    assert all(str(p.ty) == "int32" for p in d.params[-3:])
+    (info,) = tr.dkp_info(d)
+    assert info["num_vblocks"] == 48 and info["grid"] == [2, 6, 4] and info["block"][0] == 128
+    two = tr.make_dkp_ready(_mod(wls["two_kernels"]))["two_kernels"]
+    assert [p.name for p in two.params][-6:] == [
+        "reef_vblock_begin", "reef_vblock_count", "reef_grid_blocks",
+        "reef_vblock_begin_1", "reef_vblock_count_1", "reef_grid_blocks_1",
+    ]  # fmt: skip
+    assert [i["num_vblocks"] for i in tr.dkp_info(two)] == [8, 4]
+
+
+def test_dkp_body_has_no_block_index(wls):
+    d = tr.make_dkp_ready(_mod(wls["ew2d"]))["ew2d"]
+    tags = []
+    fx_walk = tr._walk
+
+    def visit(s):
+        tag = tr._thread_tag(s)
+        if tag:
+            tags.append((tag, s.extent))
+
+    fx_walk(d.body, visit)
+    blocks = [(t, e) for t, e in tags if t.startswith("blockIdx")]
+    assert len(blocks) == 1 and blocks[0][0] == "blockIdx.x"
+    assert isinstance(blocks[0][1], tirx.Var) and blocks[0][1].name == tr.DKP_GRID
+
+
+# ------------------------------------------------------------------ CUDA source
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_cuda_preemptible_source(wls, name):
+    src = fx.build_cuda(tr.make_preemptible(_mod(wls[name])), cubin=False).source
+    plain = fx.build_cuda(_mod(wls[name]), cubin=False).source
+    kernels = _kernel_sources(src)
+    assert len(kernels) == len(_kernel_sources(plain)) >= 1
+    for kname, body in kernels.items():
+        sig = next(k for k in fx.parse_cuda_kernels(src) if k.name == kname)
+        assert {p["name"] for p in sig.params} >= {tr.FLAG_PARAM, tr.SLOT_PARAM}
+        # block start: thread 0 reads the flag before anything else, then a barrier
+        first = body.index(FLAG_READ)
+        assert body.index("__syncthreads();", first) < body.index("reef_stop =", first)
+        for store in re.finditer(r"_ptr\[[^\]]*\] = |\*\(float\d?\*\)\(\w+_ptr", body):
+            assert store.start() > first or "reef_stop_" in body[store.start() - 20 : store.end()]
+        # exactly one completion count, after a barrier, by thread 0 only
+        assert body.count(SLOT_ADD) == 1
+        tail = body[body.rindex("__syncthreads();") :]
+        assert SLOT_ADD in tail and "threadIdx.x) == 0" in tail
+        assert body.count(FLAG_READ) == 1  # no polls without an interval
+    # warp-level reductions survive unchanged
+    assert _shuffles(src) == _shuffles(plain)
+
+
+@pytest.mark.parametrize("name,n", [("rows", 16), ("matmul", 4), ("conv", 4), ("rows", 1)])
+def test_cuda_poll_points(wls, name, n):
+    mod = tr.make_preemptible(_mod(wls[name]), n)
+    polls = sum(tr.preempt_info(mod[name])["poll_loops"])
+    src = fx.build_cuda(mod, cubin=False).source
+    (body,) = _kernel_sources(src).values()
+    assert polls >= 1
+    assert body.count(FLAG_READ) == 1 + polls
+    # the polled loop runs in chunks of n iterations, polling before every chunk but the
+    # first; a stopped block skips whole chunks
+    assert body.count("for (int reef_chunk") == polls
+    assert "(0 < reef_chunk)" in body
+    # a barrier follows every flag read; polls are also preceded by one (only the
+    # thread-0 condition in between)
+    lines = [ln.strip() for ln in body.splitlines()]
+    reads = [i for i, ln in enumerate(lines) if FLAG_READ in ln]
+    assert len(reads) == 1 + polls
+    for i in reads:
+        j = i - 1
+        while lines[j].startswith("if (") and lines[j].endswith("{"):
+            j -= 1
+        k = i + 1
+        while lines[k] == "}":
+            k += 1
+        assert lines[k] == "__syncthreads();", (i, k)
+        assert i == reads[0] or lines[j] == "__syncthreads();", (i, j)
+
+
+@needs_nvcc
+@pytest.mark.parametrize("name", ALL)
+def test_cuda_variants_compile_with_nvcc(wls, name):
+    for vname, vmod in fx.variants(wls[name].func, intervals=(4,)).items():
+        build = fx.build_cuda(vmod, cubin=True)
+        assert build.cubin and build.cubin[:4] == b"\x7fELF", vname
+
+
+# ------------------------------------------------------------------ DKP source
+
+
+def test_cuda_dkp_source(wls):
+    src = fx.build_cuda(tr.make_dkp_ready(_mod(wls["softmax"])), cubin=False).source
+    plain = fx.build_cuda(_mod(wls["softmax"]), cubin=False).source
+    (sig,) = fx.parse_cuda_kernels(src)
+    scalars = [p["name"] for p in sig.params if p["kind"] == "scalar"]
+    assert sorted(scalars) == sorted([tr.DKP_BEGIN, tr.DKP_COUNT, tr.DKP_GRID])
+    (body,) = _kernel_sources(src).values()
+    assert "for (int reef_vblock_iter = 0;" in body
+    # the cross-thread reductions were lowered (not left as racy shared-memory updates)
+    assert _shuffles(src) == _shuffles(plain) > 0
+
+
+# ------------------------------------------------------------------ ROCm
+
+
+@needs_rocm
+@pytest.mark.parametrize("name", ["matmul", "softmax", "ew2d", "one_block", "two_kernels"])
+def test_rocm_variants_link(wls_rocm, name, tmp_path):
+    w = wls_rocm[name]
+    plain = fx.build_rocm(_mod(w))
+    for vname in ("pre", "pre_p4", "dkp", "dkp_pre"):
+        vmod = fx.variants(w.func, intervals=(4,))[vname]
+        b = fx.build_rocm(vmod)
+        assert b.hsaco[:4] == b"\x7fELF"
+        nk = 2 if name == "two_kernels" else 1
+        assert len(re.findall(r"^\s*\.amdhsa_kernel\s+\w+", b.asm, re.M)) == nk
+        if vname != "dkp":
+            # coherent flag read (LLVM turns atomic_add(flag, 0) into an atomic load) and
+            # one completion atomic per kernel
+            assert b.asm.count("global_atomic_add") == nk, vname
+            assert len(re.findall(r"global_load_dword\s.*\bglc\b", b.asm)) >= nk, vname
+            assert "s_barrier" in b.asm
+            ir = b.llvm_ir
+            assert "reef_preempt_flag" in ir and ("atomicrmw" in ir or "load atomic" in ir)
+        # warp-level reductions survive (DPP / ds_swizzle / permute on AMDGPU)
+        red = r"ds_bpermute|ds_swizzle|row_shr|row_bcast|quad_perm|ds_permute"
+        assert len(re.findall(red, b.asm)) == len(re.findall(red, plain.asm)), vname
+        hsaco = tmp_path / f"{name}.{vname}.hsaco"
+        hsaco.write_bytes(b.hsaco)
+        readelf = shutil.which("llvm-readelf-16") or shutil.which("llvm-readelf")
+        if readelf and vname.startswith("pre"):
+            notes = subprocess.run([readelf, "--notes", str(hsaco)], capture_output=True, text=True)
+            assert "reef_completion_slot" in notes.stdout
+
+
+# ------------------------------------------------------------------ fixtures
+
+
+def test_parse_cuda_kernels():
+    src = (
+        'extern "C" __global__ void __launch_bounds__(128) k_kernel(float* __restrict__ A_ptr, '
+        "int* __restrict__ reef_preempt_flag_ptr, int reef_grid_blocks) {\n}\n"
+    )
+    (k,) = fx.parse_cuda_kernels(src)
+    assert k.name == "k_kernel" and k.max_threads == 128
+    assert [(p["name"], p["kind"]) for p in k.params] == [
+        ("A", "buffer"), ("reef_preempt_flag", "buffer"), ("reef_grid_blocks", "scalar"),
+    ]  # fmt: skip
+
+
+@needs_nvcc
+def test_fixture_manifest(tmp_path):
+    m = fx.build_fixtures(tmp_path, names=["ew2d"], intervals=(4,), bench=False)
+    w = m["workloads"]["ew2d"]
+    assert set(w["variants"]) == {"plain", "pre", "pre_p4", "dkp", "dkp_pre", "dkp_pre_p4"}
+    assert w["kernels"] == [{"grid": [5, 6, 1], "block": [32, 16, 1]}]
+    for v in w["variants"].values():
+        assert (tmp_path / v["cubin"]).stat().st_size > 0
+    assert [b["role"] for b in w["buffers"]] == ["input", "output"]
+    assert json.loads((tmp_path / "manifest.json").read_text())["workloads"]["ew2d"]
+
+
+# ------------------------------------------------------------------ zoo
+
+
+def _zoo_prims(model: str, target: dict) -> tvm.IRModule:
+    from reef_rocm.compiler.graph import relax_passes
+    from reef_rocm.compiler.zoo import zoo_model
+
+    mod, _, _ = zoo_model(model).build()
+    t = tvm.target.Target(target)
+    with t:
+        lowered = tvm.transform.Sequential(relax_passes(t))(mod)
+    return tvm.IRModule(
+        {
+            gv: f.with_attr("global_symbol", gv.name_hint)
+            for gv, f in lowered.functions.items()
+            if isinstance(f, tirx.PrimFunc)
+        }
+    )
+
+
+def _check_zoo(model: str, rocm: bool) -> None:
+    for target in [fx.CUDA_TARGET] + ([fx.ROCM_TARGET] if rocm else []):
+        prims = _zoo_prims(model, target)
+        pre = tr.make_preemptible(prims, 16)
+        dkp = tr.make_dkp_ready(prims)
+        for gv, f in prims.functions.items():
+            if tr._count_kernels(f):
+                assert tr.FLAG_PARAM in [p.name for p in pre[gv.name_hint].params]
+                assert tr.ATTR_DKP in dkp[gv.name_hint].attrs
+        if target["kind"] == "cuda":
+            for mod in (prims, pre, dkp):
+                src = fx.build_cuda(mod, cubin=False).source
+                n = len(fx.parse_cuda_kernels(src))
+                if mod is prims:
+                    n_plain, shfl = n, _shuffles(src)
+                assert n == n_plain and _shuffles(src) == shfl
+            if HAVE_NVCC:
+                fx.nvcc_cubin(fx.build_cuda(pre, cubin=False).source)
+                fx.nvcc_cubin(fx.build_cuda(dkp, cubin=False).source)
+        else:
+            for mod in (pre, dkp):
+                assert fx.build_rocm(mod).hsaco[:4] == b"\x7fELF"
+
+
+def test_zoo_tiny_cnn():
+    _check_zoo("tiny_cnn", rocm=HAVE_LLD and HAVE_ROCM_BITCODE)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "model", ["resnet18", "vgg19", "resnet152", "densenet201", "inception_v3", "distilbert"]
+)
+def test_zoo_models(model):
+    _check_zoo(model, rocm=HAVE_LLD and HAVE_ROCM_BITCODE)
+
+
+def test_sblock_realize_root_is_kept(wls):
+    p = tr.make_preemptible(_mod(wls["matmul"]))["matmul"]
+    assert isinstance(p.body, s_tir.SBlockRealize)
+    assert any(b.name == "reef_stop_0" for b in p.body.block.alloc_buffers)
+
+
+# ------------------------------------------------------------------ dispatcher
+
+
+def test_merge_dkp_kernels(wls):
+    m = tr.merge_dkp_kernels(wls["matmul"].func, wls["conv"].func)
+    names = [p.name for p in m.params]
+    assert names[-6:] == [
+        "reef_split_blocks", "reef_grid_blocks", "reef_a_vblock_begin", "reef_a_vblock_count",
+        "reef_b_vblock_begin", "reef_b_vblock_count",
+    ]  # fmt: skip
+    info = json.loads(str(m.attrs[tr.ATTR_DISPATCH]))
+    assert info["first"]["vblocks"] == 48 and info["second"]["vblocks"] == 49
+    src = fx.build_cuda(tvm.IRModule({"reef_dispatch": m}), cubin=HAVE_NVCC)
+    assert len(src.kernels) == 1
+    # a kernel merged with itself (fresh variables), reductions intact
+    same = tr.merge_dkp_kernels(wls["softmax"].func, wls["softmax"].func)
+    s2 = fx.build_cuda(tvm.IRModule({"d": same.with_attr("global_symbol", "d")}), cubin=False)
+    plain = fx.build_cuda(_mod(wls["softmax"]), cubin=False).source
+    assert _shuffles(s2.source) == 2 * _shuffles(plain)
+    with pytest.raises(ValueError, match="block shapes differ"):
+        tr.merge_dkp_kernels(wls["matmul"].func, wls["softmax"].func)
+    with pytest.raises(ValueError, match="exactly one kernel"):
+        tr.merge_dkp_kernels(wls["two_kernels"].func, wls["matmul"].func)
+
+
+def test_merge_preemptible_kernels(wls):
+    pre = {n: tr.make_preemptible(_mod(wls[n]))[n] for n in ("matmul", "conv")}
+    m = tr.merge_dkp_kernels(pre["matmul"], pre["conv"])
+    build = fx.build_cuda(tvm.IRModule({"reef_dispatch": m}), cubin=HAVE_NVCC)
+    (k,) = build.kernels
+    flags = [p for p in k.params if p["name"] == tr.FLAG_PARAM]
+    slots = [p for p in k.params if p["name"] == tr.SLOT_PARAM]
+    assert sorted(p["dup"] for p in flags) == [0, 1] and sorted(p["dup"] for p in slots) == [0, 1]
+    (body,) = _kernel_sources(build.source).values()
+    assert body.count("tvm_builtin_cuda_atomic_add(") == 2  # one count per kernel
+    assert body.count("__ldcv(") == 2  # one flag read per kernel
