@@ -149,6 +149,9 @@ class ModelInstance:
     def run(self, inputs: list[np.ndarray], stream: Stream | None = None) -> list[np.ndarray]:
         """Upload inputs, run every kernel, download outputs (synchronous)."""
         s = stream or self.device.create_stream()
+        # Slots count finished blocks; a fresh inference must start from zero or a kernel
+        # that ran in an earlier inference would look complete (wrong restore point).
+        self.reset_slots()
         for i, a in enumerate(inputs):
             self.set_input(i, a, s)
         self.launch_range(s)
