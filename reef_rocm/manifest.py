@@ -16,12 +16,17 @@ from typing import Any
 from reef_rocm.errors import PackageError
 
 SCHEMA_NAME = "reef-model-package"
-SCHEMA_VERSION = 1
+# 2: dkp-variant kernels carry ``dkp`` (virtual blocks, original grid, param roles), their
+# ``grid`` is a valid default launch instead of 0, and reef_param arguments carry a dtype
+SCHEMA_VERSION = 2
 MANIFEST_FILE = "manifest.json"
 
 ROLES = ("input", "output", "param", "const", "intermediate")
 ARG_KINDS = ("buffer", "scalar", "preempt_flag", "completion_slot", "reef_param")
 VARIANTS = ("plain", "preemptible", "dkp")
+# what each scalar parameter of a DKP-ready kernel means (docs/transform.md, "DKP-ready"):
+# run virtual blocks [vblock_begin, vblock_begin + vblock_count) on grid_blocks physical blocks
+DKP_ROLES = ("vblock_begin", "vblock_count", "grid_blocks")
 
 DTYPE_BYTES = {
     "float32": 4, "float16": 2, "bfloat16": 2, "float64": 8,
@@ -47,6 +52,30 @@ class Buffer:
 
 
 @dataclass
+class DkpLaunch:
+    """What a DKP runtime needs to launch one kernel of the dkp variant.
+
+    The kernel runs virtual blocks ``[vblock_begin, vblock_begin + vblock_count)`` of the
+    original grid (flattened, x fastest) on a 1-D grid of ``grid_blocks`` physical blocks of
+    shape ``block``; ``params`` names the kernel's scalar parameter for each role (the
+    transform suffixes them ``_i`` for the i-th kernel of a PrimFunc, so names alone do not
+    say the role).
+    """
+
+    virtual_blocks: int  # blocks of the original launch: grid[0] * grid[1] * grid[2]
+    grid: list[int]  # the original (plain) grid
+    block: list[int]  # threads per block, as launched
+    params: dict[str, str]  # reef_ parameter name -> role (one of DKP_ROLES)
+
+    def param(self, role: str) -> str:
+        """The kernel parameter that plays ``role``."""
+        for name, r in self.params.items():
+            if r == role:
+                return name
+        raise PackageError(f"dkp launch has no {role!r} parameter")
+
+
+@dataclass
 class Kernel:
     """One device kernel launch, in execution order."""
 
@@ -59,8 +88,11 @@ class Kernel:
     # buffer ids this kernel stores to (from the kernel's TIR); what the idempotence check uses
     writes: list[int] = field(default_factory=list)
     # launch values given by a kernel parameter instead of a constant (the DKP variant's
-    # physical grid): {"blockIdx.x": "reef_grid_blocks"}; the matching grid entry is 0
+    # physical grid): {"blockIdx.x": "reef_grid_blocks"}; the matching grid entry is the
+    # default value (the original block count), so grid is always a launchable shape
     launch_params: dict[str, str] = field(default_factory=dict)
+    # dkp variant only: virtual blocks, original grid and the roles of the reef_ params
+    dkp: DkpLaunch | None = None
 
     def buffer_args(self) -> list[int]:
         return [a["id"] for a in self.args if a["kind"] == "buffer"]
@@ -68,6 +100,22 @@ class Kernel:
     def reads(self) -> list[int]:
         w = set(self.writes)
         return [i for i in dict.fromkeys(self.buffer_args()) if i not in w]
+
+    def dkp_defaults(self) -> dict[str, int]:
+        """Values of the DKP parameters for the default launch (``grid``/``block`` as
+        recorded): every virtual block once, i.e. what the plain kernel computes."""
+        if self.dkp is None:
+            return {}
+        dims = {f"blockIdx.{d}": g for d, g in zip("xyz", self.grid, strict=True)}
+        dims.update({f"threadIdx.{d}": b for d, b in zip("xyz", self.block, strict=True)})
+        out = {
+            self.dkp.param("vblock_begin"): 0,
+            self.dkp.param("vblock_count"): self.dkp.virtual_blocks,
+        }
+        # a launch dimension given by a parameter takes the value the launch uses
+        for dim, name in self.launch_params.items():
+            out[name] = dims[dim]
+        return out
 
 
 @dataclass
@@ -135,7 +183,7 @@ class Manifest:
             variants = {
                 name: Variant(
                     name=v["name"], binary=v["binary"], source=v["source"],
-                    kernels=[Kernel(**k) for k in v["kernels"]],
+                    kernels=[_kernel_from_json(name, k) for k in v["kernels"]],
                 )
                 for name, v in d["variants"].items()
             }  # fmt: skip
@@ -179,14 +227,89 @@ class Manifest:
             raise PackageError("manifest has no plain variant")
         for v in self.variants.values():
             for k in v.kernels:
-                if len(k.grid) != 3 or len(k.block) != 3:
-                    raise PackageError(f"{v.name}/{k.name}: grid and block must have 3 dims")
+                where = f"{v.name}/{k.name}"
+                if not (_dims3(k.grid) and _dims3(k.block)):
+                    raise PackageError(
+                        f"{where}: grid {k.grid} and block {k.block} must be 3 positive ints"
+                    )
                 for a in (*k.args, *({"kind": "buffer", "id": w} for w in k.writes)):
                     kind = a.get("kind")
                     if kind not in ARG_KINDS:
-                        raise PackageError(f"{v.name}/{k.name}: unknown argument kind {kind!r}")
+                        raise PackageError(f"{where}: unknown argument kind {kind!r}")
                     if kind == "buffer" and not 0 <= a.get("id", -1) < n:
-                        raise PackageError(f"{v.name}/{k.name}: buffer id {a.get('id')} invalid")
+                        raise PackageError(f"{where}: buffer id {a.get('id')} invalid")
+                    if kind == "reef_param" and (
+                        not isinstance(a.get("name"), str) or a.get("dtype") not in DTYPE_BYTES
+                    ):
+                        raise PackageError(f"{where}: reef_param {a} needs a name and a dtype")
+                if v.name == "dkp":
+                    _validate_dkp(where, k)
+                elif k.dkp is not None:
+                    raise PackageError(f"{where}: only dkp-variant kernels carry a dkp entry")
+        if "dkp" in self.variants:
+            plain, dkp = self.variants["plain"].kernels, self.variants["dkp"].kernels
+            if len(plain) != len(dkp):
+                raise PackageError(f"dkp variant has {len(dkp)} kernels, plain {len(plain)}")
+            for i, (p, d) in enumerate(zip(plain, dkp, strict=True)):
+                # the virtual grid is the plain launch: a DKP runtime may rely on either
+                if d.dkp is not None and (d.dkp.grid != p.grid or d.dkp.block != p.block):
+                    raise PackageError(
+                        f"dkp/{d.name}: original grid {d.dkp.grid} block {d.dkp.block} differ "
+                        f"from plain kernel {i}'s {p.grid} {p.block}"
+                    )
+
+
+def _dims3(v: Any) -> bool:
+    return (
+        isinstance(v, list) and len(v) == 3
+        and all(isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in v)
+    )  # fmt: skip
+
+
+def _kernel_from_json(variant: str, k: dict[str, Any]) -> Kernel:
+    k = dict(k)
+    raw = k.pop("dkp", None)
+    kern = Kernel(**k)
+    if raw is not None:
+        try:
+            kern.dkp = DkpLaunch(**raw)
+        except TypeError as e:  # missing / unknown keys: name the kernel, not the dataclass
+            raise PackageError(
+                f"{variant}/{k.get('name')}: malformed dkp entry {raw!r}: {e}"
+            ) from None
+    return kern
+
+
+def _validate_dkp(where: str, k: Kernel) -> None:
+    """A dkp-variant kernel must say how to launch it (schema version 2)."""
+    d = k.dkp
+    if d is None:
+        raise PackageError(
+            f"{where}: dkp-variant kernel has no dkp entry (virtual blocks, original grid, "
+            "parameter roles)"
+        )
+    if not (_dims3(d.grid) and _dims3(d.block)):
+        raise PackageError(f"{where}: dkp grid {d.grid} / block {d.block} not 3 positive ints")
+    if d.virtual_blocks != d.grid[0] * d.grid[1] * d.grid[2]:
+        raise PackageError(
+            f"{where}: dkp virtual_blocks {d.virtual_blocks} != product of grid {d.grid}"
+        )
+    if d.block != k.block:
+        raise PackageError(f"{where}: dkp block {d.block} differs from the launch's {k.block}")
+    if not isinstance(d.params, dict) or sorted(d.params.values(), key=str) != sorted(DKP_ROLES):
+        raise PackageError(
+            f"{where}: dkp params {d.params} must give each of {', '.join(DKP_ROLES)} once"
+        )
+    reef = {a["name"] for a in k.args if a["kind"] == "reef_param"}
+    if not reef <= set(d.params):
+        raise PackageError(f"{where}: reef_ arguments {sorted(reef - set(d.params))} have no role")
+    if k.launch_params != {"blockIdx.x": d.param("grid_blocks")}:
+        raise PackageError(
+            f"{where}: launch_params {k.launch_params} must give blockIdx.x by the "
+            f"grid_blocks parameter {d.param('grid_blocks')!r}"
+        )
+    if k.grid[1:] != [1, 1]:
+        raise PackageError(f"{where}: dkp launch grid {k.grid} must be 1-D")
 
 
 def idempotence_violations(manifest: Manifest, variant: str = "plain") -> list[str]:

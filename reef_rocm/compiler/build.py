@@ -34,7 +34,7 @@ from reef_rocm.manifest import (
 from reef_rocm.runtime.weights import GENERATOR
 
 DEFAULT_SEED = 0
-COMPILER_REVISION = 2  # bump when the compiler's output changes for the same inputs
+COMPILER_REVISION = 3  # bump when the compiler's output changes for the same inputs
 
 
 def cache_dir() -> Path:
@@ -123,6 +123,20 @@ def _apply_variant(name: str, mod: Any, poll_interval: int | None) -> Any:
     if name == "preemptible":
         return t.make_preemptible(mod, poll_interval=poll_interval)
     return t.make_dkp_ready(mod)
+
+
+def _dkp_infos(mod: Any) -> dict[str, list[dict[str, Any]]]:
+    """PrimFunc name -> its decoded ``reef.dkp`` attribute (transform.dkp_info), for the
+    DKP-ready functions of ``mod``: the transform's own record of each kernel's original
+    grid, block, virtual block count and parameters."""
+    t = _transform_module()
+    if t is None or not hasattr(t, "dkp_info"):
+        return {}
+    return {
+        gv.name_hint: t.dkp_info(f)
+        for gv, f in mod.functions.items()
+        if getattr(f, "attrs", None) is not None and t.ATTR_DKP in f.attrs
+    }
 
 
 def _transform_hash() -> str:
@@ -276,7 +290,12 @@ def _variants(
     optional: frozenset[str], skipped: dict[str, str],
 ) -> None:  # fmt: skip
     from reef_rocm.compiler.codegen import codegen, compile_cuda
-    from reef_rocm.compiler.kernels import bind_kernels, lower_kernels, primfunc_param_names
+    from reef_rocm.compiler.kernels import (
+        bind_kernels,
+        lower_kernels,
+        primfunc_param_dtypes,
+        primfunc_param_names,
+    )
 
     for name in names:
         try:
@@ -284,7 +303,10 @@ def _variants(
                 f"{name}: transform", lambda n=name: _apply_variant(n, plan.kernels_mod, poll)
             )
             build = prog.step(f"{name}: TIR lowering", lambda m=vmod: lower_kernels(m, target))
-            kernels = bind_kernels(plan.calls, build, primfunc_param_names(vmod))
+            kernels = bind_kernels(
+                plan.calls, build, primfunc_param_names(vmod), primfunc_param_dtypes(vmod),
+                _dkp_infos(vmod),
+            )  # fmt: skip
         except Exception as e:
             if name == "plain" or name not in optional:
                 raise

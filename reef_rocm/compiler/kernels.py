@@ -16,10 +16,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from reef_rocm.errors import UnsupportedError
-from reef_rocm.manifest import Kernel
+from reef_rocm.manifest import DKP_ROLES, DkpLaunch, Kernel
 
 PREEMPT_FLAG = "reef_preempt_flag"
 COMPLETION_SLOT = "reef_completion_slot"
+# base names of the DKP parameters, in the order transform.dkp_func lists them in each
+# kernel's "reef.dkp" entry ("params": [begin, count, grid]); only used to check that order
+_DKP_BASE_NAMES = ("reef_vblock_begin", "reef_vblock_count", "reef_grid_blocks")
 _LAUNCH_DIMS = (
     "blockIdx.x",
     "blockIdx.y",
@@ -210,16 +213,23 @@ def lower_kernels(kernels_mod: Any, target: Any) -> DeviceBuild:
 
 
 def bind_kernels(
-    calls: list[Any], build: DeviceBuild, param_names: dict[str, list[str]]
-) -> list[Kernel]:
+    calls: list[Any], build: DeviceBuild, param_names: dict[str, list[str]],
+    param_dtypes: dict[str, list[str]] | None = None,
+    dkp_infos: dict[str, list[dict[str, Any]]] | None = None,
+) -> list[Kernel]:  # fmt: skip
     """Kernel list in execution order with arguments bound to buffers/scalars/reef params.
 
     ``param_names[func]`` are the PrimFunc's parameter names (after any transform), used to
-    recognise the preemption transform's extra parameters.
+    recognise the preemption transform's extra parameters; ``param_dtypes[func]`` their
+    dtypes (recorded for reef_ scalars, which the launcher packs). ``dkp_infos[func]`` is
+    the decoded ``reef.dkp`` attribute of a DKP-ready PrimFunc (transform.dkp_info): its
+    kernels get a ``dkp`` entry and, instead of a grid of 0, the default launch of one
+    physical block per virtual block.
     """
     out: list[Kernel] = []
     for call in calls:
         names = param_names[call.func]
+        dtypes = (param_dtypes or {}).get(call.func)
         for k in build.kernels_by_func[call.func]:
             args: list[dict[str, Any]] = []
             for a in k["args"]:
@@ -233,7 +243,8 @@ def bind_kernels(
                 elif pname == COMPLETION_SLOT:
                     args.append({"kind": "completion_slot"})
                 elif pname.startswith("reef_"):
-                    args.append({"kind": "reef_param", "name": pname})
+                    dtype = dtypes[i] if dtypes is not None else "int32"
+                    args.append({"kind": "reef_param", "name": pname, "dtype": dtype})
                 elif i < len(call.args):
                     args.append(dict(call.args[i]))
                 else:
@@ -241,11 +252,23 @@ def bind_kernels(
             dims: dict[str, int] = {}
             launch_params: dict[str, str] = {}
             for key, v in k["launch"].items():
-                if isinstance(v, dict):  # symbolic: record the parameter, launch value 0
+                if isinstance(v, dict):  # symbolic: record the parameter; value set below
                     launch_params[key] = names[v["param"]]
-                    dims[key] = 0
                 else:
                     dims[key] = v
+            block = [dims.get(f"threadIdx.{d}", 1) for d in "xyz"]
+            dkp = None
+            if launch_params:
+                infos = (dkp_infos or {}).get(call.func)
+                if infos is None or set(launch_params) != {"blockIdx.x"}:
+                    raise UnsupportedError(
+                        f"{k['name']}: launch {launch_params} given by parameters, but "
+                        f"{call.func} has no DKP metadata (reef.dkp) saying their values"
+                    )
+                dkp = _dkp_launch(k["name"], call.func, launch_params["blockIdx.x"], infos, block)
+                # default launch: one physical block per virtual block (the plain grid,
+                # flattened); with vblock_begin=0, vblock_count=N it computes what plain does
+                dims["blockIdx.x"] = dkp.virtual_blocks
             writes = sorted(
                 {
                     args[j]["id"]
@@ -258,15 +281,56 @@ def bind_kernels(
                     name=k["name"],
                     func=call.func,
                     grid=[dims.get(f"blockIdx.{d}", 1) for d in "xyz"],
-                    block=[dims.get(f"threadIdx.{d}", 1) for d in "xyz"],
+                    block=block,
                     shared_mem=dims.get(_DYN_SHMEM, 0),
                     args=args,
                     writes=writes,
                     launch_params=launch_params,
+                    dkp=dkp,
                 )  # fmt: skip
             )
+            if dkp is not None:
+                unknown = {a["name"] for a in args if a["kind"] == "reef_param"} - set(dkp.params)
+                if unknown:
+                    raise UnsupportedError(f"{k['name']}: reef_ parameters {unknown} have no role")
     return out
+
+
+def _dkp_launch(
+    kname: str, func: str, grid_param: str, infos: list[dict[str, Any]], block: list[int]
+) -> DkpLaunch:
+    """The DkpLaunch of device kernel ``kname`` from its PrimFunc's ``reef.dkp`` entries.
+
+    The entry is the one whose grid parameter launches this kernel (matched by the launch
+    TVM emitted, not by kernel order, which the host/device split need not keep). Roles come
+    from the entry's parameter order; the names are only checked against it.
+    """
+    match = [e for e in infos if len(e.get("params", ())) == 3 and e["params"][2] == grid_param]
+    if len(match) != 1:
+        raise UnsupportedError(
+            f"{kname}: {len(match)} reef.dkp entries of {func} launch with {grid_param!r}"
+        )
+    e = match[0]
+    i = int(e["kernel"])
+    sfx = "" if i == 0 else f"_{i}"
+    if list(e["params"]) != [b + sfx for b in _DKP_BASE_NAMES]:
+        raise UnsupportedError(f"{func}: reef.dkp params {e['params']} not in the expected order")
+    n, grid, eblock = e.get("num_vblocks"), e.get("grid"), e.get("block")
+    if not isinstance(n, int) or not all(isinstance(x, int) for x in (*grid, *eblock)):
+        raise UnsupportedError(f"{kname}: symbolic DKP grid {grid} ({n} blocks); static only")
+    if list(eblock) != block:
+        raise UnsupportedError(f"{kname}: reef.dkp block {eblock} but launched with {block}")
+    return DkpLaunch(
+        virtual_blocks=n,
+        grid=list(grid),
+        block=list(eblock),
+        params=dict(zip(e["params"], DKP_ROLES, strict=True)),
+    )
 
 
 def primfunc_param_names(mod: Any) -> dict[str, list[str]]:
     return {gv.name_hint: [p.name for p in f.params] for gv, f in mod.functions.items()}
+
+
+def primfunc_param_dtypes(mod: Any) -> dict[str, list[str]]:
+    return {gv.name_hint: [str(p.ty) for p in f.params] for gv, f in mod.functions.items()}

@@ -3,10 +3,11 @@
 ``ModelInstance`` owns one inference's device state: every manifest buffer (carved out of
 one allocation), the loaded code object, one BoundLaunch per kernel with its arguments
 packed once, and, for the preemptible variant, the preempt flag and one completion slot per
-kernel. The scheduler drives it with ``launch_range(stream, start, stop)``: a preempted
-best-effort inference is restored by ``launch_range(stream, first_incomplete(), n)``;
-kernels are idempotent by construction (see reef_rocm.manifest.idempotence_violations), so
-re-running a partly-run kernel is safe.
+kernel. The dkp variant runs with the manifest's default launch (every virtual block once,
+``Kernel.dkp_defaults``), which computes what the plain variant does. The scheduler drives
+it with ``launch_range(stream, start, stop)``: a preempted best-effort inference is restored
+by ``launch_range(stream, first_incomplete(), n)``; kernels are idempotent by construction
+(see reef_rocm.manifest.idempotence_violations), so re-running a partly-run kernel is safe.
 """
 
 from __future__ import annotations
@@ -54,12 +55,20 @@ class ModelInstance:
         if device.info.backend != "sim" and arch and device.info.arch and arch != device.info.arch:
             # a cubin for sm_90 will not load on sm_80; say so before the driver does
             raise UnsupportedError(f"package built for {arch}, device is {device.info.arch}")
-        kinds = {a["kind"] for k in self.variant.kernels for a in k.args}
-        if "reef_param" in kinds:
-            raise UnsupportedError(
-                f"variant {variant!r} takes DKP parameters; it is launched by the DKP runtime"
-            )
         self.kernels: list[Kernel] = self.variant.kernels
+        # reef_ scalars get the manifest's default launch values (DKP variant: every virtual
+        # block once, one physical block each); a scalar without one (say, a dispatcher's
+        # split) can only be launched by the DKP runtime, so refuse before allocating
+        self._reef_values = [k.dkp_defaults() for k in self.kernels]
+        for k, vals in zip(self.kernels, self._reef_values, strict=True):
+            missing = [
+                a["name"] for a in k.args if a["kind"] == "reef_param" and a["name"] not in vals
+            ]
+            if missing:
+                raise UnsupportedError(
+                    f"variant {variant!r}: {k.name} takes {missing} with no default launch "
+                    "value; it is launched by the DKP runtime"
+                )
         self._alloc_buffers()
         self._flag = device.alloc(4)
         self._slots = device.alloc(4 * max(1, len(self.kernels)))
@@ -92,7 +101,11 @@ class ModelInstance:
                 raise PackageError(f"{b.name}: {arr.nbytes} bytes generated, {b.bytes} expected")
             self.device.copy_to_device(DevicePtr(self.buffers[b.id].ptr), arr)
 
-    def _bind(self, index: int, k: Kernel) -> BoundLaunch:
+    def _bind(
+        self, index: int, k: Kernel, reef_values: dict[str, int] | None = None,
+        grid: tuple[int, int, int] | None = None,
+    ) -> BoundLaunch:  # fmt: skip
+        values = self._reef_values[index] if reef_values is None else reef_values
         args: list[Any] = []
         for a in k.args:
             kind = a["kind"]
@@ -104,10 +117,36 @@ class ModelInstance:
                 args.append(DevicePtr(self._flag.ptr))
             elif kind == "completion_slot":
                 args.append(DevicePtr(self._slots.ptr + 4 * index))
+            elif kind == "reef_param":
+                args.append(np.dtype(a["dtype"]).type(values[a["name"]]))
             else:
                 raise UnsupportedError(f"{k.name}: argument kind {kind!r} not launchable here")
         fn = self.module.get_kernel(k.name)
-        return fn.bind(LaunchConfig(tuple(k.grid), tuple(k.block), k.shared_mem), args)
+        g = tuple(k.grid) if grid is None else grid
+        return fn.bind(LaunchConfig(g, tuple(k.block), k.shared_mem), args)
+
+    def bind_dkp(
+        self, index: int, vblock_begin: int, vblock_count: int, grid_blocks: int
+    ) -> BoundLaunch:
+        """Kernel ``index`` of the dkp variant running virtual blocks ``[vblock_begin,
+        vblock_begin + vblock_count)`` on ``grid_blocks`` physical blocks: the launch a DKP
+        runtime makes (``launch_range`` uses the default, every virtual block once)."""
+        k = self.kernels[index]
+        if k.dkp is None:
+            raise UnsupportedError(f"{k.name}: not a dkp-variant kernel")
+        n = k.dkp.virtual_blocks
+        if not (0 <= vblock_begin and 0 <= vblock_count and vblock_begin + vblock_count <= n):
+            raise ValueError(f"{k.name}: virtual blocks [{vblock_begin}, +{vblock_count}) of {n}")
+        if grid_blocks < 1:
+            raise ValueError(f"{k.name}: grid_blocks {grid_blocks} < 1")
+        d = k.dkp
+        values = {
+            d.param("vblock_begin"): vblock_begin,
+            d.param("vblock_count"): vblock_count,
+            d.param("grid_blocks"): grid_blocks,
+        }
+        # the physical grid is 1-D (manifest validation): blockIdx.x = grid_blocks
+        return self._bind(index, k, values, (grid_blocks, 1, 1))
 
     # ---------------------------------------------------------------- queries
     @property

@@ -28,7 +28,7 @@ def package(tmp_path_factory):
     d = tmp_path_factory.mktemp("pk")
     mp = pytest.MonkeyPatch()
     mp.setenv("REEF_CACHE", str(d / "cache"))
-    variants = "plain,preemptible" if "preemptible" in available_variants() else "plain"
+    variants = ",".join(available_variants())  # plain, and preemptible/dkp when available
     r = compile_model("tiny_cnn", "cuda:sm_90", out_dir=d, variants=variants, progress=False)
     mp.undo()
     return ModelPackage.load(r.path)
@@ -83,6 +83,59 @@ def test_launch_range_and_slots(package):
     assert inst.first_incomplete() == 3 and inst.completed()[:3].all()
     inst.reset_slots()
     assert inst.first_incomplete() == 0 and not inst.slot_counts().any()
+
+
+def test_dkp_default_launch(package):
+    """The dkp variant launches every kernel with its default grid (one physical block per
+    virtual block) and the reef_ scalars that make it compute what plain does."""
+    if "dkp" not in package.manifest.variants:
+        pytest.skip("no dkp variant")
+    dev = FakeDevice()
+    inst = ModelInstance(dev, package, variant="dkp")
+    plain = package.manifest.variant("plain").kernels
+    inst.run(package.reference_inputs())
+    assert len(dev.launched) == len(plain) == inst.num_kernels
+    for (name, cfg, args), k, p in zip(dev.launched, inst.kernels, plain, strict=True):
+        n = p.grid[0] * p.grid[1] * p.grid[2]
+        assert name == k.name == p.name and k.dkp.virtual_blocks == n
+        assert tuple(cfg.grid) == (n, 1, 1) and tuple(cfg.block) == tuple(p.block)
+        roles = {a["name"]: k.dkp.params[a["name"]] for a in k.args if a["kind"] == "reef_param"}
+        assert sorted(roles.values()) == ["grid_blocks", "vblock_begin", "vblock_count"]
+        want = {"vblock_begin": 0, "vblock_count": n, "grid_blocks": n}
+        for a, spec in zip(args, k.args, strict=True):
+            if spec["kind"] == "reef_param":
+                assert isinstance(a, np.int32) and int(a) == want[roles[spec["name"]]]
+            else:
+                assert isinstance(a, DevicePtr) and a.ptr == inst.buffers[spec["id"]].ptr
+    # a DKP runtime's launch: part of the virtual blocks on a smaller grid
+    k = inst.kernels[0]
+    dev.launched.clear()
+    inst.bind_dkp(0, 1, 3, 2).launch(dev.create_stream())
+    ((_, cfg, args),) = dev.launched
+    assert tuple(cfg.grid) == (2, 1, 1) and tuple(cfg.block) == tuple(k.block)
+    got = {k.dkp.params[s["name"]]: int(a) for a, s in zip(args, k.args, strict=True)
+           if s["kind"] == "reef_param"}  # fmt: skip
+    assert got == {"vblock_begin": 1, "vblock_count": 3, "grid_blocks": 2}
+    with pytest.raises(ValueError, match="virtual blocks"):
+        inst.bind_dkp(0, 1, k.dkp.virtual_blocks, 2)
+    inst.close()
+    with pytest.raises(UnsupportedError, match="not a dkp"):
+        ModelInstance(dev, package).bind_dkp(0, 0, 1, 1)
+
+
+def test_reef_param_without_default_is_refused(package):
+    """A reef_ scalar the manifest gives no default for (e.g. a dispatcher's split) is for the
+    DKP runtime; the executor says so instead of launching garbage."""
+    if "dkp" not in package.manifest.variants:
+        pytest.skip("no dkp variant")
+    k = package.manifest.variant("dkp").kernels[0]
+    saved = list(k.args)
+    k.args.append({"kind": "reef_param", "name": "reef_split_blocks", "dtype": "int32"})
+    try:
+        with pytest.raises(UnsupportedError, match="reef_split_blocks"):
+            ModelInstance(FakeDevice(), package, variant="dkp")
+    finally:
+        k.args[:] = saved
 
 
 def test_wrong_device_and_bad_package(package, tmp_path):
