@@ -341,8 +341,20 @@ def _one_thread(shape: KernelShape, stmt: tirx.Stmt) -> tirx.Stmt:
     Fresh loops bind the kernel's thread tags with the kernel's extents (UnifyThreadBinding
     merges same-tag loops, and requires equal extents), so the thread index is in scope
     wherever this is placed, also outside the body's own thread loops.
+
+    The loops nest in the order in which the kernel itself first binds the tags
+    (``shape.block`` is filled in pre-order), not in x, y, z order. These are the first
+    thread loops of the rewritten kernel, and the first binding of each tag decides the
+    order of the kernel's ``thread_extent`` launches after lowering. TVM's ThreadSync
+    depends on that order: it takes a write and a read of the same shared index as
+    race-free when the index uses the *innermost* launched thread variable (the same
+    thread wrote it), so swapping threadIdx.x and threadIdx.y changes which barriers it
+    plans. In tiny_cnn's ``fused_NT_matmul_add2`` the threads with ``threadIdx.y < 1``
+    store ``lv8_shared[threadIdx.x]`` and every ``threadIdx.y`` reads it: with x
+    launched inside y (as x-outer loops here produced) the barrier between them was
+    dropped. Keeping the kernel's own order keeps the plain kernel's barriers.
     """
-    loops = [(t, shape.block[t]) for t in _THREAD_TAGS if t in shape.block]
+    loops = list(shape.block.items())  # the kernel's own nesting order, outermost first
     if not loops:
         return stmt
     # same dtype as the kernel's own loops for the tag (dlight uses int64 extents)

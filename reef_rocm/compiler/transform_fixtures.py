@@ -361,6 +361,34 @@ def build_rocm(mod: tvm.IRModule, mcpu: str = "gfx90a") -> RocmBuild:
     return RocmBuild(dev.inspect_source("asm"), dev.inspect_source("llvm"), _rocm_links[-1])
 
 
+def cuda_kernel_bodies(source: str) -> dict[str, str]:
+    """Kernel name -> the text of its body in TVM's CUDA source (definitions only)."""
+    out = {}
+    for m in _SIG.finditer(source):
+        depth, i = 1, m.end()
+        while depth:
+            depth += {"{": 1, "}": -1}.get(source[i], 0)
+            i += 1
+        out[m.group(2)] = source[m.end() : i]
+    return out
+
+
+def cuda_barriers(source: str) -> dict[str, int]:
+    """Kernel name -> number of ``__syncthreads()`` in its body (CUDA source)."""
+    return {k: b.count("__syncthreads()") for k, b in cuda_kernel_bodies(source).items()}
+
+
+def rocm_barriers(asm: str) -> dict[str, int]:
+    """Kernel name -> number of ``s_barrier`` instructions in its AMDGPU assembly (kernels
+    only, not the library functions the module also holds)."""
+    kernels = set(re.findall(r"^\s*\.amdhsa_kernel\s+(\w+)", asm, re.M))
+    out = {}
+    for m in re.finditer(r"^(\w+):[^\n]*\n(.*?)^\.Lfunc_end\d*", asm, re.M | re.S):
+        if m.group(1) in kernels:
+            out[m.group(1)] = len(re.findall(r"^\s*s_barrier\b", m.group(2), re.M))
+    return out
+
+
 # ----------------------------------------------------------------------------- variants
 
 

@@ -348,28 +348,105 @@ def _zoo_prims(model: str, target: dict) -> tvm.IRModule:
     )
 
 
+# Barriers the transform itself adds to every kernel (at least; polls add more): the
+# preemptible variant's flag barrier and end barrier, the DKP loop's barrier between two
+# virtual blocks.
+OWN_BARRIERS = {"pre": 2, "dkp": 1, "dkp_pre": 3}
+
+
+def _zoo_variants(prims: tvm.IRModule) -> dict[str, tvm.IRModule]:
+    return {
+        "pre": tr.make_preemptible(prims, 16),
+        "dkp": tr.make_dkp_ready(prims),
+        "dkp_pre": tr.make_dkp_ready(tr.make_preemptible(prims)),
+    }
+
+
+def _check_barriers(plain: dict[str, int], variants: dict[str, dict[str, int]]) -> None:
+    """Every variant of every kernel has the plain kernel's barriers plus its own.
+
+    TVM's ThreadSync plans the body's barriers again for each variant; a rewrite that
+    changes what it sees (e.g. the nesting order of the thread launches) can make it drop
+    one the plain kernel has (tiny_cnn's fused_NT_matmul_add2 did: wrong output on GPU).
+    """
+    assert plain
+    for vname, counts in variants.items():
+        assert set(counts) == set(plain), vname
+        low = {k: n + OWN_BARRIERS[vname] for k, n in plain.items()}
+        missing = {k: (counts[k], low[k]) for k in plain if counts[k] < low[k]}
+        assert not missing, (vname, missing)
+
+
 def _check_zoo(model: str, rocm: bool) -> None:
     for target in [fx.CUDA_TARGET] + ([fx.ROCM_TARGET] if rocm else []):
         prims = _zoo_prims(model, target)
-        pre = tr.make_preemptible(prims, 16)
-        dkp = tr.make_dkp_ready(prims)
+        vmods = _zoo_variants(prims)
+        pre, dkp = vmods["pre"], vmods["dkp"]
         for gv, f in prims.functions.items():
             if tr._count_kernels(f):
                 assert tr.FLAG_PARAM in [p.name for p in pre[gv.name_hint].params]
                 assert tr.ATTR_DKP in dkp[gv.name_hint].attrs
         if target["kind"] == "cuda":
-            for mod in (prims, pre, dkp):
-                src = fx.build_cuda(mod, cubin=False).source
-                n = len(fx.parse_cuda_kernels(src))
-                if mod is prims:
-                    n_plain, shfl = n, _shuffles(src)
-                assert n == n_plain and _shuffles(src) == shfl
+            plain = fx.build_cuda(prims, cubin=False).source
+            n_plain, shfl = len(fx.parse_cuda_kernels(plain)), _shuffles(plain)
+            srcs = {v: fx.build_cuda(m, cubin=False).source for v, m in vmods.items()}
+            for src in srcs.values():
+                assert len(fx.parse_cuda_kernels(src)) == n_plain and _shuffles(src) == shfl
+            _check_barriers(
+                fx.cuda_barriers(plain), {v: fx.cuda_barriers(s) for v, s in srcs.items()}
+            )
             if HAVE_NVCC:
-                fx.nvcc_cubin(fx.build_cuda(pre, cubin=False).source)
-                fx.nvcc_cubin(fx.build_cuda(dkp, cubin=False).source)
+                fx.nvcc_cubin(srcs["pre"])
+                fx.nvcc_cubin(srcs["dkp"])
         else:
-            for mod in (pre, dkp):
-                assert fx.build_rocm(mod).hsaco[:4] == b"\x7fELF"
+            builds = {v: fx.build_rocm(m) for v, m in vmods.items()}
+            for b in builds.values():
+                assert b.hsaco[:4] == b"\x7fELF"
+            _check_barriers(
+                fx.rocm_barriers(fx.build_rocm(prims).asm),
+                {v: fx.rocm_barriers(b.asm) for v, b in builds.items()},
+            )
+
+
+def _barrier_between(body: str, first: str, then: str) -> bool:
+    """Is there a ``__syncthreads()`` between the first match of regex ``first`` in
+    ``body`` and the next match of regex ``then`` after it?"""
+    m = re.search(first, body)
+    assert m, first
+    n = re.compile(then).search(body, m.end())
+    assert n, then
+    return "__syncthreads()" in body[m.end() : n.start()]
+
+
+def test_zoo_tiny_cnn_shared_store_barrier():
+    """The regression seen on an H100: in tiny_cnn's fc kernel the threads with
+    threadIdx.y < 1 stage lv8 in shared memory and all threads read it; the preemptible
+    variant had lost the barrier between the two (TVM's ThreadSync takes same-index
+    accesses as race-free when the index uses the innermost launched thread index, and
+    the transform's flag-read loops had swapped the launch order of threadIdx.x/y)."""
+    prims = _zoo_prims("tiny_cnn", fx.CUDA_TARGET)
+    mods = {"plain": prims, **_zoo_variants(prims)}
+    for vname, mod in mods.items():
+        bodies = fx.cuda_kernel_bodies(fx.build_cuda(mod, cubin=False).source)
+        body = bodies["fused_NT_matmul_add2_kernel"]
+        store = r"lv8_shared_ptr\[[^;]*\] = lv8_ptr\["
+        read = r"=[^;]*lv8_shared_ptr\["
+        assert _barrier_between(body, store, read), vname
+
+
+@pytest.mark.parametrize("model", ["tiny_cnn", "resnet18"])
+def test_zoo_barriers_kept(model):
+    """CUDA barriers per kernel of the fast zoo models (test_zoo_models covers the rest,
+    and ROCm where the toolchain is installed)."""
+    prims = _zoo_prims(model, fx.CUDA_TARGET)
+    plain = fx.cuda_barriers(fx.build_cuda(prims, cubin=False).source)
+    _check_barriers(
+        plain,
+        {
+            v: fx.cuda_barriers(fx.build_cuda(m, cubin=False).source)
+            for v, m in _zoo_variants(prims).items()
+        },
+    )
 
 
 def test_zoo_tiny_cnn():
