@@ -74,6 +74,8 @@ from tvm import s_tir, tirx
 from tvm.ir import Range
 from tvm.sym.analyzer import Analyzer
 
+from reef_rocm.errors import UnsupportedError
+
 FLAG_PARAM = "reef_preempt_flag"
 SLOT_PARAM = "reef_completion_slot"
 DKP_BEGIN = "reef_vblock_begin"
@@ -309,7 +311,7 @@ def kernel_shape(root: tirx.For) -> KernelShape:
         s = s.body
     chain_tags = {str(f.thread_binding.thread_tag) for f in shape.block_chain}
     if set(shape.grid) - chain_tags:
-        raise NotImplementedError(
+        raise UnsupportedError(
             "blockIdx loops must form the outermost loop nest of a kernel; found "
             f"{sorted(set(shape.grid) - chain_tags)} deeper inside"
         )
@@ -323,7 +325,7 @@ def _block_level_body(root: tirx.For, shape: KernelShape) -> tirx.Stmt:
     if shape.block_chain:
         return shape.block_chain[-1].body
     if _thread_tag(root).startswith("vthread"):
-        raise NotImplementedError("a kernel whose outermost loop is a vthread")
+        raise UnsupportedError("a kernel whose outermost loop is a vthread")
     return root.body
 
 
@@ -610,7 +612,7 @@ def _with_root_allocs(func: tirx.PrimFunc, body: tirx.Stmt, allocs: list) -> tir
             b.annotations,
         )
         return s_tir.SBlockRealize(func.body.iter_values, func.body.predicate, blk)
-    raise NotImplementedError("expected a scheduled PrimFunc with a root sblock")
+    raise UnsupportedError("expected a scheduled PrimFunc with a root sblock")
 
 
 def _func_body(func: tirx.PrimFunc) -> tirx.Stmt:
