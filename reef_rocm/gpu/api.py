@@ -382,3 +382,24 @@ def device_address(target: Any) -> int:
         raise TypeError(
             f"expected a DeviceBuffer, DevicePtr or HostMappedBuffer, got {type(target).__name__}"
         ) from None
+
+
+def host_address(array: Any) -> tuple[int, int]:
+    """(address, nbytes) of a C-contiguous numpy array or bytes-like object, for copies."""
+    import numpy as np
+
+    if isinstance(array, (bytes, bytearray, memoryview)):
+        array = np.frombuffer(array, dtype=np.uint8)
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"expected a numpy array or bytes, got {type(array).__name__}")
+    if not array.flags.c_contiguous:
+        raise ValueError("host array must be C-contiguous")
+    return array.ctypes.data, array.nbytes
+
+
+def check_copy_size(target: Any, nbytes: int) -> None:
+    """Refuse a copy of ``nbytes`` into/out of a buffer that is smaller (a DevicePtr has no
+    size and is not checked)."""
+    size = getattr(target, "nbytes", None)
+    if size is not None and nbytes > size:
+        raise ValueError(f"copy of {nbytes} bytes into/from a buffer of {size} bytes")

@@ -33,7 +33,9 @@ from reef_rocm.gpu.api import (
     Module,
     Stream,
     Vendor,
+    check_copy_size,
     device_address,
+    host_address,
 )
 from reef_rocm.gpu.params import ParamBlock
 
@@ -63,17 +65,6 @@ def _check(call: str, result: Any) -> Any:
     if not values:
         return None
     return values[0] if len(values) == 1 else tuple(values)
-
-
-def _host_address(array: Any) -> tuple[int, int]:
-    """(address, nbytes) of a C-contiguous numpy array or bytes-like object."""
-    if isinstance(array, (bytes, bytearray, memoryview)):
-        array = np.frombuffer(array, dtype=np.uint8)
-    if not isinstance(array, np.ndarray):
-        raise TypeError(f"expected a numpy array or bytes, got {type(array).__name__}")
-    if not array.flags.c_contiguous:
-        raise ValueError("host array must be C-contiguous")
-    return array.ctypes.data, array.nbytes
 
 
 # ---------------------------------------------------------------------------------------
@@ -413,8 +404,8 @@ class CudaDevice(Device):
         return CudaHostMappedBuffer(self, nbytes)
 
     def copy_to_device(self, dst: Any, src: Any, stream: Stream | None = None) -> None:
-        addr, n = _host_address(src)
-        _bounds(dst, n)
+        addr, n = host_address(src)
+        check_copy_size(dst, n)
         cu = _cu()
         if stream is None:
             _check("cuMemcpyHtoD", cu.cuMemcpyHtoD(device_address(dst), addr, n))
@@ -427,8 +418,8 @@ class CudaDevice(Device):
     def copy_to_host(self, dst: Any, src: Any, stream: Stream | None = None) -> None:
         if not isinstance(dst, np.ndarray) or not dst.flags.writeable:
             raise TypeError("copy_to_host needs a writable numpy array")
-        addr, n = _host_address(dst)
-        _bounds(src, n)
+        addr, n = host_address(dst)
+        check_copy_size(src, n)
         cu = _cu()
         if stream is None:
             _check("cuMemcpyDtoH", cu.cuMemcpyDtoH(addr, device_address(src), n))
@@ -439,7 +430,7 @@ class CudaDevice(Device):
             )
 
     def memset32(self, dst: Any, value: int, count: int) -> None:
-        _bounds(dst, 4 * count)
+        check_copy_size(dst, 4 * count)
         _check("cuMemsetD32", _cu().cuMemsetD32(device_address(dst), value & 0xFFFFFFFF, count))
 
     def create_event(self, timing: bool = True) -> CudaEvent:
@@ -452,12 +443,6 @@ class CudaDevice(Device):
         if self._ctx is not None:
             _check("cuDevicePrimaryCtxRelease", _cu().cuDevicePrimaryCtxRelease(self._dev))
             self._ctx = None
-
-
-def _bounds(target: Any, nbytes: int) -> None:
-    size = getattr(target, "nbytes", None)
-    if size is not None and nbytes > size:
-        raise ValueError(f"copy of {nbytes} bytes into/from a buffer of {size} bytes")
 
 
 def _bindings_version() -> str:

@@ -45,7 +45,9 @@ from reef_rocm.gpu.api import (
     Module,
     Stream,
     Vendor,
+    check_copy_size,
     device_address,
+    host_address,
 )
 from reef_rocm.gpu.params import ParamBlock
 
@@ -111,23 +113,6 @@ def _check(call: str, result: Any) -> Any:
     if len(result) == 1:
         return None
     return result[1] if len(result) == 2 else tuple(result[1:])
-
-
-def _host_address(array: Any) -> tuple[int, int]:
-    """(address, nbytes) of a C-contiguous numpy array or bytes-like object."""
-    if isinstance(array, (bytes, bytearray, memoryview)):
-        array = np.frombuffer(array, dtype=np.uint8)
-    if not isinstance(array, np.ndarray):
-        raise TypeError(f"expected a numpy array or bytes, got {type(array).__name__}")
-    if not array.flags.c_contiguous:
-        raise ValueError("host array must be C-contiguous")
-    return array.ctypes.data, array.nbytes
-
-
-def _bounds(target: Any, nbytes: int) -> None:
-    size = getattr(target, "nbytes", None)
-    if size is not None and nbytes > size:
-        raise ValueError(f"copy of {nbytes} bytes into/from a buffer of {size} bytes")
 
 
 def _u32(value: int) -> int:
@@ -667,8 +652,8 @@ class HipDevice(Device):
         return HipHostMappedBuffer(self, nbytes)
 
     def copy_to_device(self, dst: Any, src: Any, stream: Stream | None = None) -> None:
-        addr, n = _host_address(src)
-        _bounds(dst, n)
+        addr, n = host_address(src)
+        check_copy_size(dst, n)
         hip = _hip()
         if stream is None:
             _check("hipMemcpyHtoD", hip.hipMemcpyHtoD(device_address(dst), addr, n))
@@ -681,8 +666,8 @@ class HipDevice(Device):
     def copy_to_host(self, dst: Any, src: Any, stream: Stream | None = None) -> None:
         if not isinstance(dst, np.ndarray) or not dst.flags.writeable:
             raise TypeError("copy_to_host needs a writable numpy array")
-        addr, n = _host_address(dst)
-        _bounds(src, n)
+        addr, n = host_address(dst)
+        check_copy_size(src, n)
         hip = _hip()
         if stream is None:
             _check("hipMemcpyDtoH", hip.hipMemcpyDtoH(addr, device_address(src), n))
@@ -695,7 +680,7 @@ class HipDevice(Device):
     def memset32(self, dst: Any, value: int, count: int) -> None:
         if count < 0:
             raise ValueError(f"count must be non-negative, got {count}")
-        _bounds(dst, 4 * count)
+        check_copy_size(dst, 4 * count)
         _check("hipMemsetD32", _hip().hipMemsetD32(device_address(dst), _i32(value), count))
 
     def create_event(self, timing: bool = True) -> HipEvent:

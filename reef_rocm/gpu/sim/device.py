@@ -53,6 +53,7 @@ from reef_rocm.gpu.api import (
     Module,
     Stream,
     Vendor,
+    check_copy_size,
     device_address,
 )
 from reef_rocm.gpu.params import ParamBlock
@@ -1096,7 +1097,7 @@ class SimDevice(Device):
     ) -> None:
         data = _host_bytes(src, writable=False)
         addr = device_address(dst)
-        _bounds(dst, data.nbytes)
+        check_copy_size(dst, data.nbytes)
         self.memory.resolve(addr, data.nbytes, "copy_to_device")
         # a stream copy reads the host array when it executes, as DMA from pinned memory does
         self._copy(stream, data.nbytes, "to_device", lambda: self.memory.write(addr, data))
@@ -1106,7 +1107,7 @@ class SimDevice(Device):
     ) -> None:
         out = _host_bytes(dst, writable=True)
         addr = device_address(src)
-        _bounds(src, out.nbytes)
+        check_copy_size(src, out.nbytes)
         self.memory.resolve(addr, out.nbytes, "copy_to_host")
 
         def action() -> None:
@@ -1118,7 +1119,7 @@ class SimDevice(Device):
         if not isinstance(count, (int, np.integer)) or count < 0:
             raise ValueError(f"memset32 count must be a non-negative int, got {count!r}")
         addr = device_address(dst)
-        _bounds(dst, 4 * count)
+        check_copy_size(dst, 4 * count)
         self.memory.resolve(addr, max(4 * count, 1), "memset32")
         self._host(self._copy_us(4 * count))
         if count:
@@ -1179,9 +1180,3 @@ def _host_bytes(array: Any, writable: bool) -> np.ndarray:
     if writable and not array.flags.writeable:
         raise TypeError("copy_to_host needs a writable numpy array")
     return array.reshape(-1).view(np.uint8)
-
-
-def _bounds(target: Any, nbytes: int) -> None:
-    size = getattr(target, "nbytes", None)
-    if size is not None and nbytes > size:
-        raise ValueError(f"{nbytes} bytes do not fit a buffer of {size} bytes")
