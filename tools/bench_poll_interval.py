@@ -29,9 +29,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
-import os
 import random
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -41,22 +39,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from reef_rocm.bench.meta import git_commit  # noqa: E402
 from reef_rocm.gpu import LaunchConfig, open_device  # noqa: E402
-
-
-def _git_commit() -> str:
-    env = os.environ.get("REEF_GIT_COMMIT")
-    if env:
-        return env
-    marker = ROOT / ".carry" / "GIT_COMMIT"
-    if marker.is_file():
-        return marker.read_text().strip()
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def _busy_wait(seconds: float) -> None:
@@ -240,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         "driver": dev.info.driver_version,
         "runtime": dev.info.runtime_version,
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "fixtures_tvm": manifest.get("tvm"),
         "method": (
             "throughput: median of --reps event-timed launches per variant, interleaved; "

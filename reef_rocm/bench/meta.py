@@ -13,6 +13,12 @@ from reef_rocm import __version__
 
 
 def git_commit(root: Path | None = None) -> str:
+    """The commit results are recorded against: REEF_GIT_COMMIT when set (tools/run_gpu.sh
+    sets it: the GPU host gets a copy of the tree without .git), else git's HEAD with
+    "-dirty" when tracked files differ from it, else "unknown"."""
+    env = os.environ.get("REEF_GIT_COMMIT")
+    if env:
+        return env
     root = root or Path(__file__).resolve().parents[2]
     try:
         out = subprocess.run(
@@ -26,8 +32,7 @@ def git_commit(root: Path | None = None) -> str:
         ).stdout.strip()
         return out + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        # The GPU host gets a copy of the tree; tools/run_gpu.sh exports the commit instead.
-        return os.environ.get("REEF_GIT_COMMIT", "unknown")
+        return "unknown"
 
 
 def run_metadata(device: Any = None) -> dict[str, Any]:

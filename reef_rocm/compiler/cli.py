@@ -9,10 +9,11 @@ import argparse
 import datetime
 import json
 import platform
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+from reef_rocm.bench.meta import git_commit
 
 
 def register(subparsers: Any) -> None:
@@ -77,16 +78,6 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=cmd_bench)
 
 
-def _git_commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-        )
-        return out.stdout.strip() or "unknown"
-    except OSError:
-        return "unknown"
-
-
 def cmd_compile(args: argparse.Namespace) -> int:
     from reef_rocm.compiler.targets import parse_target
     from reef_rocm.compiler.zoo import ZOO
@@ -130,7 +121,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
             "card": "cpu-2core",
             "host": platform.processor() or platform.machine(),
             "date": datetime.date.today().isoformat(),
-            "git_commit": _git_commit(),
+            "git_commit": git_commit(),
             "tvm": str(tvm.__version__),
             "command": "reef compile " + " ".join(sys.argv[2:]),
             "total_seconds": round(sum(v["seconds"] for v in record.values()), 1),

@@ -13,30 +13,17 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from reef_rocm.bench.meta import git_commit
+
 # REEF's VGG kernels ran 10-255 us on an MI50; a kernel that cannot be killed bounds
 # preemption latency by its length, so we flag the ones far above that.
 LONG_KERNEL_US = 255.0
-
-
-def _git_commit() -> str:
-    import os
-
-    if os.environ.get("REEF_GIT_COMMIT"):  # set by tools/run_gpu.sh: the GPU host has no .git
-        return os.environ["REEF_GIT_COMMIT"]
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-        )
-        return out.stdout.strip() or "unknown"
-    except OSError:
-        return "unknown"
 
 
 def bench_package(dev: Any, path: Path, repeats: int, profile_dir: Path | None) -> dict[str, Any]:
@@ -127,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         "card": dev.info.name,
         "backend": args.backend,
         "date": datetime.date.today().isoformat(),
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "command": "python -m reef_rocm.runtime.bench " + " ".join(argv or sys.argv[1:]),
         "method": __doc__.strip().splitlines()[-4:],
         "long_kernel_threshold_us": LONG_KERNEL_US,
