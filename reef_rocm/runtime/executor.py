@@ -199,6 +199,9 @@ class ModelInstance:
 
     # ---------------------------------------------------------------- preemption state
     def reset_slots(self) -> None:
+        """Zero every completion slot. ``run`` does this itself; callers driving
+        ``launch_range`` (the scheduler) must do it when a new inference starts, never
+        when a preempted one resumes, or the restore point is lost."""
         self.device.memset32(self._slots, 0, max(1, self.num_kernels))
 
     def slot_counts(self) -> np.ndarray:
