@@ -312,8 +312,16 @@ class Device(abc.ABC):
         """Copy device memory into a writable C-contiguous numpy array (dst.nbytes bytes)."""
 
     @abc.abstractmethod
-    def memset32(self, dst: DeviceBuffer | DevicePtr, value: int, count: int) -> None:
-        """Synchronously set ``count`` 32-bit words to ``value``."""
+    def memset32(
+        self, dst: DeviceBuffer | DevicePtr, value: int, count: int, stream: Stream | None = None
+    ) -> None:
+        """Set ``count`` 32-bit words to ``value``.
+
+        With a stream the memset is ordered in it (asynchronous); without one it is
+        synchronous. Housekeeping the scheduler relies on (slot resets, flag clears) always
+        passes an explicit stream: the legacy null stream is not ordered against the
+        project's non-blocking streams.
+        """
 
     @abc.abstractmethod
     def create_event(self, timing: bool = True) -> Event: ...

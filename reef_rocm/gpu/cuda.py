@@ -429,9 +429,18 @@ class CudaDevice(Device):
                 cu.cuMemcpyDtoHAsync(addr, device_address(src), n, stream.handle),  # type: ignore[attr-defined]
             )
 
-    def memset32(self, dst: Any, value: int, count: int) -> None:
+    def memset32(self, dst: Any, value: int, count: int, stream: Stream | None = None) -> None:
+        if count < 0:
+            raise ValueError(f"count must be non-negative, got {count}")
         check_copy_size(dst, 4 * count)
-        _check("cuMemsetD32", _cu().cuMemsetD32(device_address(dst), value & 0xFFFFFFFF, count))
+        cu = _cu()
+        if stream is None:
+            _check("cuMemsetD32", cu.cuMemsetD32(device_address(dst), value & 0xFFFFFFFF, count))
+        else:
+            _check(
+                "cuMemsetD32Async",
+                cu.cuMemsetD32Async(device_address(dst), value & 0xFFFFFFFF, count, stream.handle),  # type: ignore[attr-defined]
+            )
 
     def create_event(self, timing: bool = True) -> CudaEvent:
         return CudaEvent(timing)

@@ -677,11 +677,20 @@ class HipDevice(Device):
                 hip.hipMemcpyDtoHAsync(addr, device_address(src), n, _stream_handle(stream)),
             )
 
-    def memset32(self, dst: Any, value: int, count: int) -> None:
+    def memset32(self, dst: Any, value: int, count: int, stream: Stream | None = None) -> None:
         if count < 0:
             raise ValueError(f"count must be non-negative, got {count}")
         check_copy_size(dst, 4 * count)
-        _check("hipMemsetD32", _hip().hipMemsetD32(device_address(dst), _i32(value), count))
+        hip = _hip()
+        if stream is None:
+            _check("hipMemsetD32", hip.hipMemsetD32(device_address(dst), _i32(value), count))
+        else:
+            _check(
+                "hipMemsetD32Async",
+                hip.hipMemsetD32Async(
+                    device_address(dst), _i32(value), count, _stream_handle(stream)
+                ),
+            )
 
     def create_event(self, timing: bool = True) -> HipEvent:
         self.make_current()

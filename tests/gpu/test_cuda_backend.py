@@ -205,3 +205,26 @@ def test_missing_kernel_is_a_clear_error(dev, module):
 
     with pytest.raises(GpuError, match="no_such_kernel"):
         module.get_kernel("no_such_kernel")
+
+
+def test_stream_memset_is_ordered_after_the_kernel_before_it(dev, module):
+    """memset32(stream=) runs in stream order on a non-blocking stream: a slot reset queued
+    behind a kernel that counts into the slot must land after that kernel's count."""
+    blocks, threads = 132, 128
+    flag, slot = dev.alloc(4), dev.alloc(4)
+    out = dev.alloc(blocks * threads * 4)
+    dev.memset32(flag, 0, 1)
+    dev.memset32(slot, 0, 1)
+    be = module.get_kernel("be_spin").bind(
+        LaunchConfig(blocks, threads), (flag, slot, out, np.int32(20000))
+    )
+    s = dev.create_stream()
+    be.launch(s)
+    dev.memset32(slot, 0, 1, stream=s)  # after the kernel's blocks counted
+    s.synchronize()
+    done = np.full(1, 99, dtype=np.uint32)
+    dev.copy_to_host(done, slot, stream=s)
+    s.synchronize()
+    assert done[0] == 0
+    for b in (flag, slot, out):
+        b.free()

@@ -750,6 +750,10 @@ def test_copies_and_memset(hip_device: hb.HipDevice, hip_fake: RecordingHip) -> 
         hip_device.memset32(buf, 0, 17)
     hip_device.memset32(DevicePtr(buf.ptr + 4), 5, 1)
     assert hip_fake.last("hipMemsetD32").args[1:] == (5, 1)
+    # stream-ordered: the scheduler's slot resets and flag clears never use the null stream
+    hip_device.memset32(buf, 7, 4, stream=s)
+    c = hip_fake.last("hipMemsetD32Async")
+    assert (c.addr("dst"), c.args[1], c.args[2], c.args[3]) == (buf.ptr, 7, 4, s.handle)
 
 
 def test_error_names_call_and_status(hip_device: hb.HipDevice, hip_fake: RecordingHip) -> None:
@@ -961,7 +965,7 @@ def test_every_hip_call_in_the_backend_is_exercised(
     for stream in (None, s):
         dev.copy_to_device(buf, host, stream)
         dev.copy_to_host(host, buf, stream)
-    dev.memset32(buf, 0, 16)
+        dev.memset32(buf, 0, 16, stream)
     mod = dev.load_module(b"\x7fELF")
     k = mod.get_kernel("k")
     _ = k.attributes

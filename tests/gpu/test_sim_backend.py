@@ -650,3 +650,16 @@ def test_open_device_through_the_interface():
     dev.close()
     with pytest.raises(GpuError, match="closed"):
         dev.create_stream()
+
+
+def test_stream_memset_is_ordered_in_its_stream():
+    """memset32(stream=) is a stream op: it lands after the kernel before it, not at the call."""
+    dev = sim()
+    buf = dev.alloc(16)
+    k = dev.load_module(SimKernelSpec("slow", block_time_us=50)).get_kernel("slow")
+    s = dev.create_stream()
+    k.bind(LaunchConfig(1, 64), []).launch(s)
+    dev.memset32(buf, 9, 4, stream=s)
+    assert dev.peek_u32(buf) == 0  # queued behind the 50 us kernel
+    s.synchronize()
+    assert [dev.peek_u32(buf.offset(4 * i)) for i in range(4)] == [9, 9, 9, 9]

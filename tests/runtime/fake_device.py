@@ -127,7 +127,7 @@ class FakeDevice(Device):
     def copy_to_host(self, dst: Any, src: Any, stream: Any = None) -> None:
         dst.view(np.uint8).reshape(-1)[:] = np.frombuffer(self.read(src.ptr, dst.nbytes), np.uint8)
 
-    def memset32(self, dst: Any, value: int, count: int) -> None:
+    def memset32(self, dst: Any, value: int, count: int, stream: Any = None) -> None:
         self.copy_to_device(dst, np.full(count, value, dtype=np.uint32))
 
     def create_event(self, timing: bool = True) -> Event:

@@ -1115,15 +1115,21 @@ class SimDevice(Device):
 
         self._copy(stream, out.nbytes, "to_host", action)
 
-    def memset32(self, dst: DeviceBuffer | DevicePtr, value: int, count: int) -> None:
+    def memset32(
+        self, dst: DeviceBuffer | DevicePtr, value: int, count: int, stream: Stream | None = None
+    ) -> None:
         if not isinstance(count, (int, np.integer)) or count < 0:
             raise ValueError(f"memset32 count must be a non-negative int, got {count!r}")
         addr = device_address(dst)
         check_copy_size(dst, 4 * count)
         self.memory.resolve(addr, max(4 * count, 1), "memset32")
-        self._host(self._copy_us(4 * count))
-        if count:
-            self.memory.write(addr, np.full(count, int(value) & 0xFFFFFFFF, dtype="<u4"))
+        words = np.full(count, int(value) & 0xFFFFFFFF, dtype="<u4")
+
+        def action() -> None:
+            if count:
+                self.memory.write(addr, words)
+
+        self._copy(stream, 4 * count, "memset32", action)
 
     def create_event(self, timing: bool = True) -> SimEvent:
         self._check_open()
