@@ -14,7 +14,8 @@ from reef_rocm.errors import ReefError
 # (module, what it adds). Adding a subcommand touches this list and its own module only.
 SUBCOMMAND_MODULES = (
     "reef_rocm.doctor",  # reef doctor
-    "reef_rocm.compiler.cli",  # reef compile, reef profile, reef bench
+    "reef_rocm.compiler.cli",  # reef compile
+    "reef_rocm.runtime.cli",  # reef profile, reef bench
     "reef_rocm.codeobj.cli",  # reef inspect
 )
 

@@ -127,7 +127,6 @@ def main() -> int:
     result = {
         **run_metadata(dev),
         "benchmark": "launch_cost",
-        "command": " ".join(sys.argv),
         "launches_per_repeat": args.launches,
         "repeats": args.repeats,
         "cpp_cuLaunchKernel": {"before": cpp_before, "after": cpp_after, "median_us": cpp_med},

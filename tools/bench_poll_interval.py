@@ -39,7 +39,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from reef_rocm.bench.meta import git_commit  # noqa: E402
+from reef_rocm.bench.meta import run_metadata  # noqa: E402
 from reef_rocm.gpu import LaunchConfig, open_device  # noqa: E402
 
 
@@ -218,13 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     manifest = json.loads((fixtures / "manifest.json").read_text())
     dev = open_device("cuda")
     result = {
+        **run_metadata(dev),
         "benchmark": "poll_interval",
-        "card": dev.info.name,
-        "arch": dev.info.arch,
-        "driver": dev.info.driver_version,
-        "runtime": dev.info.runtime_version,
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": git_commit(),
         "fixtures_tvm": manifest.get("tvm"),
         "method": (
             "throughput: median of --reps event-timed launches per variant, interleaved; "

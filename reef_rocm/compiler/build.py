@@ -23,7 +23,7 @@ import numpy as np
 from reef_rocm import __version__
 from reef_rocm.compiler.targets import TargetSpec, parse_target
 from reef_rocm.errors import ModelError, UnsupportedError
-from reef_rocm.manifest import (
+from reef_rocm.package.manifest import (
     MANIFEST_FILE,
     VARIANTS,
     Buffer,
@@ -31,7 +31,7 @@ from reef_rocm.manifest import (
     Variant,
     idempotence_violations,
 )
-from reef_rocm.runtime.weights import GENERATOR
+from reef_rocm.package.weights import GENERATOR
 
 DEFAULT_SEED = 0
 COMPILER_REVISION = 3  # bump when the compiler's output changes for the same inputs
@@ -448,7 +448,7 @@ def reference_io(src: Any, seed: int) -> tuple[list[np.ndarray], list[np.ndarray
 
 
 def _gen(seed: int, name: str, shape: Any, dtype: str, init: dict[str, Any]) -> np.ndarray:
-    from reef_rocm.runtime.weights import generate
+    from reef_rocm.package.weights import generate
 
     return generate(seed, name, shape, dtype, init)
 

@@ -1,4 +1,4 @@
-"""``reef compile`` (model -> package), ``reef profile`` and ``reef bench`` (package on a GPU).
+"""``reef compile``: a model (zoo name, ONNX, torch.export) -> a model package.
 
 Heavy imports (TVM, GPU bindings) happen inside the handlers so ``reef --help`` stays fast.
 """
@@ -6,14 +6,11 @@ Heavy imports (TVM, GPU bindings) happen inside the handlers so ``reef --help`` 
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import platform
 import sys
 from pathlib import Path
 from typing import Any
 
-from reef_rocm.bench.meta import git_commit
+from reef_rocm.bench.meta import write_result
 
 
 def register(subparsers: Any) -> None:
@@ -64,19 +61,6 @@ def register(subparsers: Any) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_compile)  # fmt: skip
 
-    p = subparsers.add_parser("profile", help="per-kernel timing profile of a package (GPU)")
-    p.add_argument("package", help="package directory")
-    p.add_argument("--out", required=True, help="profile JSON to write")
-    p.add_argument("--variant", default="plain")
-    p.add_argument("--backend", default="auto")
-    p.add_argument("--repeats", type=int, default=10)
-    p.set_defaults(func=cmd_profile)
-
-    p = subparsers.add_parser("bench", help="benchmark packages on a GPU (runtime.bench)")
-    p.add_argument("bench_args", nargs=argparse.REMAINDER,
-                   help="arguments of python -m reef_rocm.runtime.bench")  # fmt: skip
-    p.set_defaults(func=cmd_bench)
-
 
 def cmd_compile(args: argparse.Namespace) -> int:
     from reef_rocm.compiler.targets import parse_target
@@ -118,41 +102,10 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
         doc = {
             "target": spec.name,
-            "card": "cpu-2core",
-            "host": platform.processor() or platform.machine(),
-            "date": datetime.date.today().isoformat(),
-            "git_commit": git_commit(),
             "tvm": str(tvm.__version__),
             "command": "reef compile " + " ".join(sys.argv[2:]),
             "total_seconds": round(sum(v["seconds"] for v in record.values()), 1),
             "models": record,
         }
-        Path(args.record).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.record).write_text(json.dumps(doc, indent=1) + "\n")
+        write_result(args.record, doc)
     return 0
-
-
-def cmd_profile(args: argparse.Namespace) -> int:
-    from reef_rocm.gpu import open_device
-    from reef_rocm.runtime.executor import ModelInstance, write_profile
-    from reef_rocm.runtime.package import ModelPackage
-
-    pkg = ModelPackage.load(args.package)  # a bad package fails before the GPU is touched
-    dev = open_device(args.backend)
-    with ModelInstance(dev, pkg, variant=args.variant) as inst:
-        for i, a in enumerate(pkg.reference_inputs()):
-            inst.set_input(i, a)
-        prof = inst.profile(repeats=args.repeats)
-    write_profile(prof, args.out)
-    print(
-        f"{pkg.name}: {len(prof['kernels'])} kernels, "
-        f"{prof['total_us_median']:.1f} us -> {args.out}"
-    )
-    return 0
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    from reef_rocm.runtime.bench import main
-
-    rest = [a for a in args.bench_args if a != "--"]
-    return main(rest)

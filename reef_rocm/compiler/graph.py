@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from reef_rocm.errors import ModelError, UnsupportedError
-from reef_rocm.manifest import DTYPE_BYTES
+from reef_rocm.package.manifest import DTYPE_BYTES
 
 
 @dataclass

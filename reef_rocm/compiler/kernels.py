@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reef_rocm.errors import UnsupportedError
-from reef_rocm.manifest import DKP_ROLES, DkpLaunch, Kernel
+from reef_rocm.package.manifest import DKP_ROLES, DkpLaunch, LaunchRecord
 
 PREEMPT_FLAG = "reef_preempt_flag"
 COMPLETION_SLOT = "reef_completion_slot"
@@ -216,8 +216,8 @@ def bind_kernels(
     calls: list[Any], build: DeviceBuild, param_names: dict[str, list[str]],
     param_dtypes: dict[str, list[str]] | None = None,
     dkp_infos: dict[str, list[dict[str, Any]]] | None = None,
-) -> list[Kernel]:  # fmt: skip
-    """Kernel list in execution order with arguments bound to buffers/scalars/reef params.
+) -> list[LaunchRecord]:  # fmt: skip
+    """Launch records in execution order with arguments bound to buffers/scalars/reef params.
 
     ``param_names[func]`` are the PrimFunc's parameter names (after any transform), used to
     recognise the preemption transform's extra parameters; ``param_dtypes[func]`` their
@@ -226,7 +226,7 @@ def bind_kernels(
     kernels get a ``dkp`` entry and, instead of a grid of 0, the default launch of one
     physical block per virtual block.
     """
-    out: list[Kernel] = []
+    out: list[LaunchRecord] = []
     for call in calls:
         names = param_names[call.func]
         dtypes = (param_dtypes or {}).get(call.func)
@@ -277,7 +277,7 @@ def bind_kernels(
                 }
             )
             out.append(
-                Kernel(
+                LaunchRecord(
                     name=k["name"],
                     func=call.func,
                     grid=[dims.get(f"blockIdx.{d}", 1) for d in "xyz"],

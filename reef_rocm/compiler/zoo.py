@@ -5,7 +5,7 @@ Models are written with Relax's BlockBuilder as inference graphs: batch norm tha
 convolution is folded into the convolution's bias (as every inference engine does), batch
 norm that precedes one (DenseNet's pre-activation) stays as a per-channel scale and shift.
 Weights are not data here: every parameter carries an init spec for the seeded generator
-(reef_rocm.runtime.weights), scaled by fan-in so activations stay O(1) through the depth.
+(reef_rocm.package.weights), scaled by fan-in so activations stay O(1) through the depth.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ class TensorSpec:
     name: str
     shape: tuple[int, ...]
     dtype: str
-    init: dict[str, Any] | None = None  # generator spec (reef_rocm.runtime.weights)
+    init: dict[str, Any] | None = None  # generator spec (reef_rocm.package.weights)
 
 
 @dataclass

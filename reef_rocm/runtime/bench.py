@@ -11,15 +11,13 @@ Kernel durations: every kernel between two events (``ModelInstance.profile``), w
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from reef_rocm.bench.meta import git_commit
+from reef_rocm.bench.meta import write_result
 
 # REEF's VGG kernels ran 10-255 us on an MI50; a kernel that cannot be killed bounds
 # preemption latency by its length, so we flag the ones far above that.
@@ -27,8 +25,8 @@ LONG_KERNEL_US = 255.0
 
 
 def bench_package(dev: Any, path: Path, repeats: int, profile_dir: Path | None) -> dict[str, Any]:
+    from reef_rocm.package.files import ModelPackage
     from reef_rocm.runtime.executor import ModelInstance, write_profile
-    from reef_rocm.runtime.package import ModelPackage
 
     pkg = ModelPackage.load(path)
     with ModelInstance(dev, pkg) as inst:
@@ -88,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from reef_rocm.gpu import open_device
-    from reef_rocm.runtime.package import find_packages
+    from reef_rocm.package.files import find_packages
 
     paths = find_packages(args.packages, args.target)
     if args.models:
@@ -111,18 +109,13 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
     doc = {
-        "card": dev.info.name,
-        "backend": args.backend,
-        "date": datetime.date.today().isoformat(),
-        "git_commit": git_commit(),
         "command": "python -m reef_rocm.runtime.bench " + " ".join(argv or sys.argv[1:]),
         "method": __doc__.strip().splitlines()[-4:],
         "long_kernel_threshold_us": LONG_KERNEL_US,
         "models": results,
     }
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(doc, indent=1) + "\n")
+        write_result(args.out, doc, dev)
     return 0
 
 

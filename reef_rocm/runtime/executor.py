@@ -4,10 +4,10 @@
 one allocation), the loaded code object, one BoundLaunch per kernel with its arguments
 packed once, and, for the preemptible variant, the preempt flag and one completion slot per
 kernel. The dkp variant runs with the manifest's default launch (every virtual block once,
-``Kernel.dkp_defaults``), which computes what the plain variant does. The scheduler drives
+``LaunchRecord.dkp_defaults``), which computes what the plain variant does. The scheduler drives
 it with ``launch_range(stream, start, stop)``: a preempted best-effort inference is restored
 by ``launch_range(stream, first_incomplete(), n)``; kernels are idempotent by construction
-(see reef_rocm.manifest.idempotence_violations), so re-running a partly-run kernel is safe.
+(see reef_rocm.package.manifest.idempotence_violations), so re-running a partly-run kernel is safe.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import numpy as np
 
 from reef_rocm.errors import PackageError, UnsupportedError
 from reef_rocm.gpu.api import BoundLaunch, Device, DevicePtr, LaunchConfig, Stream
-from reef_rocm.manifest import Kernel
-from reef_rocm.runtime.package import ModelPackage
+from reef_rocm.package.files import ModelPackage
+from reef_rocm.package.manifest import LaunchRecord
 
 ALIGN = 256  # every buffer starts on a 256-byte boundary (vector loads, cache lines)
 
@@ -55,7 +55,7 @@ class ModelInstance:
         if device.info.backend != "sim" and arch and device.info.arch and arch != device.info.arch:
             # a cubin for sm_90 will not load on sm_80; say so before the driver does
             raise UnsupportedError(f"package built for {arch}, device is {device.info.arch}")
-        self.kernels: list[Kernel] = self.variant.kernels
+        self.kernels: list[LaunchRecord] = self.variant.kernels
         # reef_ scalars get the manifest's default launch values (DKP variant: every virtual
         # block once, one physical block each); a scalar without one (say, a dispatcher's
         # split) can only be launched by the DKP runtime, so refuse before allocating
@@ -102,7 +102,7 @@ class ModelInstance:
             self.device.copy_to_device(DevicePtr(self.buffers[b.id].ptr), arr)
 
     def _bind(
-        self, index: int, k: Kernel, reef_values: dict[str, int] | None = None,
+        self, index: int, k: LaunchRecord, reef_values: dict[str, int] | None = None,
         grid: tuple[int, int, int] | None = None,
     ) -> BoundLaunch:  # fmt: skip
         values = self._reef_values[index] if reef_values is None else reef_values

@@ -16,7 +16,7 @@ pytest.importorskip("tvm")
 from reef_rocm.compiler.build import compile_model  # noqa: E402
 from reef_rocm.compiler.targets import parse_target  # noqa: E402
 from reef_rocm.errors import ModelError, PackageError, UnsupportedError  # noqa: E402
-from reef_rocm.manifest import (  # noqa: E402
+from reef_rocm.package.manifest import (  # noqa: E402
     DKP_ROLES,
     SCHEMA_VERSION,
     Manifest,

@@ -2,7 +2,7 @@
 
 For every kernel k, re-running any kernel j <= k after kernels 0..k ran must give the same
 results. That holds iff every buffer is written by exactly one kernel, never an input or
-parameter, and read only after its writer ran (reef_rocm.manifest.idempotence_violations).
+parameter, and read only after its writer ran (reef_rocm.package.manifest.idempotence_violations).
 The read/write sets come from the lowered TIR (which pointer parameters each device kernel
 stores to), so this needs TVM's lowering but no code generation: ~1 s per model except
 DenseNet-201 (~20 s on 2 cores), against minutes for a full compile.
@@ -16,7 +16,13 @@ pytest.importorskip("tvm")
 
 from reef_rocm.compiler.build import plan_manifest  # noqa: E402
 from reef_rocm.compiler.zoo import ZOO  # noqa: E402
-from reef_rocm.manifest import Buffer, Kernel, Manifest, Variant, idempotence_violations  # noqa: E402
+from reef_rocm.package.manifest import (  # noqa: E402
+    Buffer,
+    LaunchRecord,
+    Manifest,
+    Variant,
+    idempotence_violations,
+)
 
 SMALL = ("tiny_cnn", "resnet18")
 
@@ -36,7 +42,7 @@ def test_zoo_manifest_is_rerunnable(model):
             assert b.id in written, b.name
 
 
-def _toy(kernels: list[Kernel]) -> Manifest:
+def _toy(kernels: list[LaunchRecord]) -> Manifest:
     bufs = [
         Buffer(0, "x", "float32", [4], 16, "input"),
         Buffer(1, "w", "float32", [4], 16, "param", {"kind": "const", "value": 1.0}),
@@ -48,8 +54,8 @@ def _toy(kernels: list[Kernel]) -> Manifest:
     )
 
 
-def _k(name: str, args: list[int], writes: list[int]) -> Kernel:
-    return Kernel(
+def _k(name: str, args: list[int], writes: list[int]) -> LaunchRecord:
+    return LaunchRecord(
         name, name, [1, 1, 1], [1, 1, 1], 0, [{"kind": "buffer", "id": i} for i in args], writes
     )
 

@@ -61,7 +61,7 @@ def test_onnx_from_pytorch(tmp_path):
         expect = net(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(ref, expect, rtol=1e-4, atol=1e-6)
     # stored weights round-trip through the runtime's reader
-    from reef_rocm.runtime.package import ModelPackage
+    from reef_rocm.package.files import ModelPackage
 
     pkg = ModelPackage.load(r.path)
     w = next(b for b in m.params() if b.shape == [8, 3, 3, 3])

@@ -10,9 +10,9 @@ import pytest
 
 from reef_rocm.errors import PackageError, UnsupportedError
 from reef_rocm.gpu.api import DevicePtr
+from reef_rocm.package.files import ModelPackage
+from reef_rocm.package.weights import generate
 from reef_rocm.runtime.executor import ModelInstance
-from reef_rocm.runtime.package import ModelPackage
-from reef_rocm.runtime.weights import generate
 
 from .fake_device import FakeDevice
 

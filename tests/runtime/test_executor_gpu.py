@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reef_rocm.runtime.package import ModelPackage, find_packages
+from reef_rocm.package.files import ModelPackage, find_packages
 
 pytestmark = pytest.mark.gpu
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from reef_rocm.errors import PackageError
-from reef_rocm.manifest import MANIFEST_FILE, Buffer, Manifest
-from reef_rocm.runtime.weights import GENERATOR, generate
+from reef_rocm.package.manifest import MANIFEST_FILE, Buffer, Manifest
+from reef_rocm.package.weights import GENERATOR, generate
 
 
 @dataclass

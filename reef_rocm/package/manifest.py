@@ -76,7 +76,7 @@ class DkpLaunch:
 
 
 @dataclass
-class Kernel:
+class LaunchRecord:
     """One device kernel launch, in execution order."""
 
     name: str  # symbol in the code object
@@ -125,7 +125,7 @@ class Variant:
     name: str
     binary: str  # path (relative to the package) of the .cubin / .hsaco
     source: str  # kernel source that was compiled (.cu), or LLVM IR (.ll) for ROCm
-    kernels: list[Kernel]
+    kernels: list[LaunchRecord]
 
 
 @dataclass
@@ -266,10 +266,10 @@ def _dims3(v: Any) -> bool:
     )  # fmt: skip
 
 
-def _kernel_from_json(variant: str, k: dict[str, Any]) -> Kernel:
+def _kernel_from_json(variant: str, k: dict[str, Any]) -> LaunchRecord:
     k = dict(k)
     raw = k.pop("dkp", None)
-    kern = Kernel(**k)
+    kern = LaunchRecord(**k)
     if raw is not None:
         try:
             kern.dkp = DkpLaunch(**raw)
@@ -280,7 +280,7 @@ def _kernel_from_json(variant: str, k: dict[str, Any]) -> Kernel:
     return kern
 
 
-def _validate_dkp(where: str, k: Kernel) -> None:
+def _validate_dkp(where: str, k: LaunchRecord) -> None:
     """A dkp-variant kernel must say how to launch it (schema version 2)."""
     d = k.dkp
     if d is None:

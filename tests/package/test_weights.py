@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from reef_rocm.runtime.weights import _key, generate, random_bits
+from reef_rocm.package.weights import _key, generate, random_bits
 
 MASK = (1 << 64) - 1
 
@@ -39,7 +39,7 @@ def test_golden_values():
 
 
 def test_chunking_does_not_change_values(monkeypatch):
-    import reef_rocm.runtime.weights as w
+    import reef_rocm.package.weights as w
 
     init = {"kind": "uniform", "bound": 0.5, "center": 0.25}
     whole = generate(1, "t", (3, 1000), "float32", init)
@@ -65,6 +65,6 @@ def test_runtime_does_not_import_tvm():
     # the GPU host has no TVM: the executor, package reader and weights must not need it
     code = (
         "import sys, reef_rocm.runtime.executor, reef_rocm.runtime.bench, "
-        "reef_rocm.runtime.package; assert 'tvm' not in sys.modules, 'tvm imported'"
+        "reef_rocm.package.files; assert 'tvm' not in sys.modules, 'tvm imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
