@@ -14,6 +14,7 @@ from reef_rocm.gpu import open_device
 from reef_rocm.runtime import CompletionCountError, ModelInstance, load_profile, profile_path
 
 from .fake_device import FakeDevice
+from .scenarios import cut_longest_kernels, preempt_whole_inference
 from .synthetic import make_input, write_package
 
 BLOCKS, CUS = 100, 32  # 100 blocks on 32 CUs, one block per CU: 4 rounds of 10 us
@@ -114,6 +115,25 @@ def test_poll_interval_edited_in_place_cuts_running_blocks(sim, pkg):
         assert len(polled) == CUS
         inst.resume(s, inst.first_incomplete())
         np.testing.assert_array_equal(inst.get_output(0, s), pkg.reference(x))
+
+
+def _equal(out, ref, what):
+    np.testing.assert_array_equal(out, ref, err_msg=what)
+
+
+@pytest.mark.parametrize("poll_us", [0, 3])
+def test_gpu_preemption_scenarios_on_sim(tmp_path, poll_us):
+    """The GPU test's mid-kernel scenarios (tests/runtime/scenarios.py) on the sim, with
+    default (non-zero) host and device costs, without and with poll points."""
+    pkg = write_package(tmp_path / "synthetic-sim", n_kernels=5, blocks=200)
+    dev = open_device("sim", compute_units=CUS)
+    with ModelInstance(dev, pkg, variant="preemptible") as inst:
+        for k in range(inst.num_kernels):
+            inst.set_poll_every(k, poll_us)
+        r = cut_longest_kernels(inst, _equal)
+        assert r["max_waves"] >= 4 and r["partial"] == r["cuts"] == 9
+        starts = preempt_whole_inference(inst, _equal, lambda: dev.now_us, dev.advance)
+        assert starts == sorted(starts) and len(set(starts)) > 1  # it made progress between
 
 
 def test_slot_reset_is_stream_ordered(sim, pkg):
