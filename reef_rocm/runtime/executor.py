@@ -82,6 +82,7 @@ class ModelInstance:
         self._hk: Stream | None = None
         self._slot_event: Event | None = None
         self._out_events: dict[int, Event] = {}
+        self._slot_pinned: Any = None
         self._closed = False
         self.launches: list[BoundLaunch] = []
         self.package = package if isinstance(package, ModelPackage) else ModelPackage.load(package)
@@ -122,8 +123,16 @@ class ModelInstance:
             self._alloc_buffers()
             self._flag = device.alloc(4)
             self._slots = device.alloc(4 * n)
-            # the slot read lands here (preallocated: the restore path allocates nothing)
-            self._slot_host = np.zeros(n, dtype=np.uint32)
+            self._slot_ptrs = [self._slots.offset(4 * k) for k in range(n)]
+            # The slot read lands here, preallocated (the restore path allocates nothing) and
+            # pinned where the device has pinned host memory: a device-to-host copy into
+            # pageable memory returns only once it is done (CUDA), which would stall the
+            # scheduler until the preempted work drained.
+            if device.capabilities.host_mapped_memory:
+                self._slot_pinned = device.alloc_host_mapped(4 * n)
+                self._slot_host = self._slot_pinned.host[: 4 * n].view(np.uint32)
+            else:
+                self._slot_host = np.zeros(n, dtype=np.uint32)
             self._slot_read_valid = False
             device.memset32(self._flag, 0, 1, self._hk)
             device.memset32(self._slots, 0, n, self._hk)
@@ -334,7 +343,7 @@ class ModelInstance:
         if not 0 <= start <= n:
             raise ValueError(f"resume point {start} outside 0..{n}")
         if start < n:
-            self.device.memset32(self._slots.offset(4 * start), 0, n - start, stream)
+            self.device.memset32(self._slot_ptrs[start], 0, n - start, stream)
         self._slot_read_valid = False  # a read queued before this reset is stale
 
     def resume(self, stream: Stream, start: int, stop: int | None = None) -> None:
@@ -510,7 +519,7 @@ class ModelInstance:
                 ev.destroy()
         self._out_events.clear()
         self._slot_event = None
-        for name in ("arena", "_flag", "_slots"):
+        for name in ("arena", "_flag", "_slots", "_slot_pinned"):
             buf = getattr(self, name)
             if buf is not None:
                 buf.free()

@@ -177,6 +177,21 @@ def test_get_output_waits_for_its_copy(sim, pkg):
             inst.get_output_async(0, s, np.zeros(out.shape, np.float64))
 
 
+def test_slot_read_is_queued_not_waited(sim, pkg):
+    """read_slots_async returns at once (the copy waits in the stream, into pinned memory);
+    first_incomplete() then waits for it."""
+    with ModelInstance(sim, pkg, variant="preemptible") as inst:
+        assert inst._slot_pinned is not None  # the sim has host-mapped memory
+        s = sim.create_stream()
+        inst.begin(s)
+        inst.launch_range(s)
+        t0 = sim.now_us
+        inst.read_slots_async(s)
+        assert sim.now_us - t0 < 10 and not inst.slots_ready()  # four kernels of 40 us queued
+        assert inst.first_incomplete() == inst.num_kernels and inst.slots_ready()
+        assert sim.now_us - t0 >= 4 * 40
+
+
 def test_slot_reads_must_come_after_resets(sim, pkg):
     with ModelInstance(sim, pkg, variant="preemptible") as inst:
         s = sim.create_stream()
@@ -219,8 +234,9 @@ def test_set_input_refuses_casts_and_reshapes(fake_pkg):
         assert dev.read(ptr, nbytes) == x.tobytes()
 
 
-def test_no_leaks_and_no_null_stream(fake_pkg):
-    dev = FakeDevice()
+@pytest.mark.parametrize("host_mapped", [False, True], ids=["pageable", "pinned"])
+def test_no_leaks_and_no_null_stream(fake_pkg, host_mapped):
+    dev = FakeDevice(host_mapped=host_mapped)
     inst = ModelInstance(dev, fake_pkg, variant="preemptible")
     assert len(dev.live_streams) == 1 and len(dev.live_events) == 1  # housekeeping, slot read
     x = make_input(fake_pkg)
