@@ -40,10 +40,10 @@ from reef_rocm.package.manifest import LaunchRecord
 
 ALIGN = 256  # every buffer starts on a 256-byte boundary (vector loads, cache lines)
 POLL_PARAM_PREFIX = "reef_poll_every"  # the transform's poll-interval parameter
-# Launch value of a poll parameter the manifest gives no default for: poll at every poll
-# point. Correct whatever the kernel's polling code does with it; the scheduler tunes it per
-# kernel from the profile (set_poll_every).
-DEFAULT_POLL_EVERY = 1
+# Launch value of a poll parameter until the scheduler sets one (set_poll_every, per kernel
+# from its profile): N <= 0 runs each polled loop as one chunk, so no poll point fires and
+# the kernel costs what a flag-at-block-start kernel costs (the transform's semantics).
+DEFAULT_POLL_EVERY = 0
 PROFILES_DIR = "profiles"
 
 
@@ -152,7 +152,7 @@ class ModelInstance:
         vals = k.dkp_defaults()
         name = _poll_param_name(k)
         if name is not None and name not in vals:
-            vals[name] = _poll_default(k)
+            vals[name] = DEFAULT_POLL_EVERY
         return vals
 
     def _alloc_buffers(self) -> None:
@@ -552,15 +552,6 @@ def _poll_param_name(k: LaunchRecord) -> str | None:
         if a["kind"] == "reef_param" and a["name"].startswith(POLL_PARAM_PREFIX):
             return str(a["name"])
     return None
-
-
-def _poll_default(k: LaunchRecord) -> int:
-    rec = getattr(k, "preempt", None)
-    for key in ("poll_every", "default_poll_every"):
-        v = rec.get(key) if isinstance(rec, dict) else getattr(rec, key, None)
-        if isinstance(v, int) and not isinstance(v, bool):
-            return v
-    return DEFAULT_POLL_EVERY
 
 
 # -------------------------------------------------------------------- profiles

@@ -139,16 +139,23 @@ def test_preempt_and_restore(dev, path):
         side.destroy()
 
 
+@pytest.mark.parametrize("poll_every", [0, 1], ids=["no-poll", "poll-every-iteration"])
 @pytest.mark.parametrize("path", _paths(), ids=lambda p: p.name)
-def test_preempt_mid_kernel_repeatedly(dev, path):
+def test_preempt_mid_kernel_repeatedly(dev, path, poll_every):
     """Flag raised on a side stream while a kernel runs, the model's three longest kernels
     cut three times each, then one inference preempted at eight points; every restore goes
     through prepare_resume/first_incomplete and ends at the CPU reference (tests/runtime/
-    scenarios.py says how)."""
+    scenarios.py says how). With poll points (packages whose kernels take reef_poll_every)
+    running blocks leave at their next poll too, so cuts land inside blocks' loops."""
     from .scenarios import cut_longest_kernels, preempt_whole_inference
 
     pkg, inst = _preemptible(dev, path)
     with inst:
+        polled = [k for k in range(inst.num_kernels) if inst.poll_param(k) is not None]
+        if poll_every and not polled:
+            pytest.skip("no kernel of this package has poll points")
+        for k in polled:
+            inst.set_poll_every(k, poll_every)
         r = cut_longest_kernels(inst, assert_matches)
         print(f"{pkg.name}: {r['partial']} of {r['cuts']} cuts left kernels {r['targets']} "
               f"partial (up to {r['max_waves']:.1f} waves)")  # fmt: skip

@@ -37,7 +37,8 @@ def sim():
 
 
 def _no_polling(inst) -> None:
-    """Running blocks finish (the sim reads the poll parameter as microseconds, 0 = never)."""
+    """Running blocks finish (the sim reads the poll parameter as microseconds, 0 = never;
+    also the default, said here so the test does not depend on it)."""
     for k in range(inst.num_kernels):
         inst.set_poll_every(k, 0)
 
@@ -282,11 +283,11 @@ def test_set_reef_param_in_place(fake_pkg):
             return int(np.frombuffer(raw[off : off + 4], np.int32)[0])
 
         inst.launch(1, s)
-        assert poll_value(dev.launched_params[-1]) == 1  # default: poll at every point
+        assert poll_value(dev.launched_params[-1]) == 0  # default: no poll point fires
         inst.set_poll_every(1, 7)
         inst.launch(1, s)
         inst.launch(2, s)
-        assert poll_value(dev.launched_params[-2]) == 7 and poll_value(dev.launched_params[-1]) == 1
+        assert poll_value(dev.launched_params[-2]) == 7 and poll_value(dev.launched_params[-1]) == 0
         assert bound.params.pointer_array == ptrs and inst.launches[1] is bound
         with pytest.raises(ValueError, match="no reef_ parameter 'reef_nope'"):
             inst.set_reef_param(1, "reef_nope", 1)
