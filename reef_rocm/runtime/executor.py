@@ -466,11 +466,13 @@ class ModelInstance:
             n = self.num_kernels
             events = [self.device.create_event() for _ in range(n + 1)]
             for _ in range(warmup):
+                self.begin(s)  # slots stay valid counts (outside the timed span)
                 self.launch_range(s)
             s.synchronize()
             per_kernel = np.zeros((repeats, n))
             totals = []
             for r in range(repeats):
+                self.begin(s)
                 events[0].record(s)
                 for k, bound in enumerate(self.launches):
                     bound.launch(s)

@@ -319,3 +319,12 @@ def test_profile_stored_beside_package(sim, pkg, tmp_path):
     assert [k["name"] for k in prof["kernels"]] == [k.name for k in pkg.manifest.variant().kernels]
     assert all(k["us_median"] > 0 for k in prof["kernels"]) and prof["arch"] == arch
     assert load_profile(pkg, arch, "plain") is None
+
+
+def test_profile_leaves_valid_slot_counts(sim, pkg):
+    """profile() launches every kernel many times; each timed run starts from zeroed slots,
+    so afterwards the counts are one run's, not a sum past the block count."""
+    with ModelInstance(sim, pkg, variant="preemptible") as inst:
+        prof = inst.profile(repeats=3, warmup=1)
+        assert len(prof["kernels"]) == inst.num_kernels
+        assert list(inst.read_slots()) == [BLOCKS] * inst.num_kernels
