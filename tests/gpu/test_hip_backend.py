@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import builtins
 import ctypes
-import dataclasses
 import enum
 import importlib
 import os
@@ -1099,3 +1098,85 @@ def test_every_hip_call_in_the_backend_is_exercised(
     buf.free()
     hm.free()
     assert in_backend - set(hip_fake.names()) == set()
+
+
+# ---------------------------------------------------------------------------------------
+# one release verb, context managers, limits from the device
+
+
+def test_close_and_context_managers(hip_device: hb.HipDevice, hip_fake: RecordingHip) -> None:
+    with hip_device.alloc(64) as buf:
+        handle = buf._handle
+    assert hip_fake.last("hipFree").args == (handle,) and buf.ptr == 0
+    buf.close()  # idempotent
+    with hip_device.alloc_host_mapped(64) as hm:
+        host_ptr = hm._host_ptr
+    assert hip_fake.last("hipHostFree").addr("ptr") == host_ptr
+    with hip_device.create_stream() as s:
+        stream_handle = s.handle
+    assert hip_fake.last("hipStreamDestroy").args == (stream_handle,) and s.handle is None
+    with hip_device.create_event() as ev:
+        event_handle = ev.handle
+    assert hip_fake.last("hipEventDestroy").args == (event_handle,)
+    with hip_device.load_module(b"\x7fELF") as mod:
+        k = mod.get_kernel("k")
+        assert mod.get_kernel("k") is k
+        module_handle = mod.handle
+    assert hip_fake.last("hipModuleUnload").args == (module_handle,)
+    # the old verbs are aliases of close(): one release, whichever is called
+    b2 = hip_device.alloc(8)
+    b2.free()
+    b2.close()
+    s2 = hip_device.create_stream()
+    s2.destroy()
+    s2.close()
+    assert hip_fake.names().count("hipFree") == 2
+    assert hip_fake.names().count("hipStreamDestroy") == 2
+    with hb.open_device(0) as dev:
+        assert dev.info.backend == "hip"
+
+
+def test_bind_checks_the_device_limit_not_a_constant(
+    hip_fake: RecordingHip, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    props = hip_fake.handlers["hipGetDeviceProperties"]
+
+    def small_blocks(call: Call) -> Any:
+        p = props(call)
+        (call.args[0] if BINDINGS.props_out_param else p).maxThreadsPerBlock = 256
+        return p
+
+    hip_fake.handlers["hipGetDeviceProperties"] = small_blocks
+    dev = hb.open_device(0)
+    assert dev.info.max_threads_per_block == 256
+    k = dev.load_module(b"\x7fELF").get_kernel("k")
+    k.bind(LaunchConfig(1, 256), [])
+    with pytest.raises(
+        UnsupportedError, match="512 threads per block exceeds the device limit of 256"
+    ):
+        k.bind(LaunchConfig(1, (16, 32)), [])
+
+
+def test_memset_value_and_count_are_checked(hip_device: hb.HipDevice) -> None:
+    buf = hip_device.alloc(16)
+    for bad in (2**32, -(2**31) - 1, 1.5):
+        with pytest.raises(ValueError, match="32"):
+            hip_device.memset32(buf, bad, 1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="non-negative"):
+        hip_device.memset32(buf, 0, -1)
+    with pytest.raises(ValueError, match="16 bytes"):
+        hip_device.memset32(buf, 0, 5)
+    with pytest.raises(TypeError, match="HipStream"):
+        hip_device.memset32(buf, 0, 1, stream=object())  # type: ignore[arg-type]
+
+
+def test_make_current_per_thread(hip_fake: RecordingHip) -> None:
+    """A scheduler or server thread binds the device before its first call."""
+    import threading
+
+    dev = hb.open_device(0)
+    hip_fake.calls.clear()
+    t = threading.Thread(target=dev.make_current)
+    t.start()
+    t.join()
+    assert hip_fake.names() == ["hipSetDevice"] and hip_fake.last("hipSetDevice").args == (0,)
