@@ -2,9 +2,10 @@
 
 REEF's mechanisms map onto HIP like this: the preempt flag is written with
 ``hipStreamWriteValue32`` on a side stream; BE kernels read it at block start; CU masks
-(``hipExtStreamCreateWithCUMask``) partition compute units; killing running waves and
-resetting a device queue need the reef KFD patch (``reef_rocm.rocm.kfd``), so ``wave_kill``
-and ``queue_reset`` are only reported where that patch answers for this GPU's KFD node.
+(``hipExtStreamCreateWithCUMask``) partition compute units; killing running waves needs the
+reef KFD patch (``reef_rocm.rocm.kfd``), so ``wave_kill`` is only reported where that patch
+answers for this GPU's KFD node. ``queue_reset`` is never reported: the patch's RESET_QUEUE
+names a queue by its ring address, which HIP streams hide.
 
 The launch path packs arguments once (ParamBlock) and every launch is then one
 ``hipModuleLaunchKernel`` call whose pointer arguments are hip-python wrapper objects built
