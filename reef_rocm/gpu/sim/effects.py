@@ -33,8 +33,8 @@ import numpy as np
 from reef_rocm.errors import CodeObjectError
 
 if TYPE_CHECKING:
-    from reef_rocm.gpu.sim.device import SimBlockContext
-    from reef_rocm.gpu.sim.spec import SimParam
+    from reef_rocm.gpu.sim.context import SimBlockContext
+    from reef_rocm.gpu.sim.params import SimParam
 
 DTYPES = ("float32", "float64", "float16", "int32", "uint32", "int64")
 
