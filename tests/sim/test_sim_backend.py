@@ -109,6 +109,25 @@ def test_occupancy_from_resources_packs_blocks_per_cu():
     assert sorted(r.cu for r in dev.trace.blocks()) == [0, 0, 1, 1]
 
 
+def test_occupancy_applies_allocation_granularity_and_slot_rules():
+    # The sim uses reef_rocm.codeobj.occupancy; these are the documented hardware rules,
+    # computed by hand (the old sim formula got each of them wrong).
+    amd = sim()
+    k = amd.load_module(SimKernelSpec("lds", 10, shared_bytes=13000)).get_kernel("lds")
+    # gfx90a LDS is allocated in 512-byte granules: 13000 -> 13312 B, 65536 // 13312 = 4 (not 5)
+    assert k.max_active_blocks_per_cu(256) == 4
+    k = amd.load_module(SimKernelSpec("wave", 10, registers=60)).get_kernel("wave")
+    # one-wave workgroups take no barrier slot: 60 -> 64 VGPRs, 8 waves/SIMD x 4 SIMDs = 32
+    assert k.max_active_blocks_per_cu(64) == 32
+    assert k.max_active_blocks_per_cu(128) == 16  # two waves each: 32 wave slots / 2
+    nv = sim(arch="sm_90")
+    k = nv.load_module(SimKernelSpec("smem", 10, shared_bytes=57 * 1024)).get_kernel("smem")
+    # sm_90 reserves 1 KiB per block: 58 KiB per block, 228 KiB // 58 KiB = 3 (not 4)
+    assert k.max_active_blocks_per_cu(128) == 3
+    pinned = amd.load_module(SimKernelSpec("p", 10, shared_bytes=13000, blocks_per_cu=7))
+    assert pinned.get_kernel("p").max_active_blocks_per_cu(256) == 7  # pinning still wins
+
+
 def test_blocks_of_different_kernels_share_a_cu_by_occupancy():
     dev = sim(compute_units=1)
     mod = dev.load_module(

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Any
 
+from reef_rocm.codeobj.model import KernelResources
+from reef_rocm.codeobj.occupancy import AmdArch, NvidiaArch, get_arch
+from reef_rocm.codeobj.occupancy import occupancy as codeobj_occupancy
 from reef_rocm.gpu.api import Capabilities
 
 GiB = 1 << 30
@@ -14,48 +16,58 @@ GiB = 1 << 30
 
 @dataclass(frozen=True)
 class ArchModel:
-    """Per-CU limits of a real GPU family, enough to compute occupancy."""
+    """A real GPU family the sim imitates. Per-CU limits (waves, registers, LDS/shared memory,
+    block slots, allocation granularities) are reef_rocm.codeobj.occupancy's, not repeated
+    here: ``limits`` is that model's arch."""
 
     arch: str
     product: str  # the real part this imitates, for reports
     vendor_like: str  # "amd" | "nvidia": picks default capabilities and priority range
     compute_units: int
-    warp_size: int
-    max_waves_per_cu: int
-    registers_per_cu: int  # 32-bit registers per CU summed over lanes
-    shared_per_cu: int  # LDS / shared memory per CU in bytes
-    shared_per_block: int
-    max_blocks_per_cu: int
     memory_bytes: int
+
+    @property
+    def limits(self) -> AmdArch | NvidiaArch:
+        return get_arch(self.arch)
+
+    @property
+    def warp_size(self) -> int:
+        return self.limits.wave_size
+
+    @property
+    def shared_per_block(self) -> int:
+        lim = self.limits
+        return lim.max_lds_per_workgroup if isinstance(lim, AmdArch) else lim.smem_per_block_optin
 
 
 ARCHS: dict[str, ArchModel] = {
     a.arch: a
     for a in (
-        # gfx9: 4 SIMDs per CU, 64 KiB LDS. gfx906/908: 256 VGPRs x 64 lanes per SIMD, 10 waves
-        # per SIMD; gfx90a/942: 512 unified VGPRs, 8 waves per SIMD.
-        ArchModel("gfx906", "MI50", "amd", 60, 64, 40, 4 * 256 * 64, 65536, 65536, 16, 32 * GiB),
-        ArchModel("gfx908", "MI100", "amd", 120, 64, 40, 4 * 256 * 64, 65536, 65536, 16, 32 * GiB),
-        ArchModel("gfx90a", "MI210", "amd", 104, 64, 32, 4 * 512 * 64, 65536, 65536, 16, 64 * GiB),
-        ArchModel(
-            "gfx942", "MI300X", "amd", 304, 64, 32, 4 * 512 * 64, 65536, 65536, 16, 192 * GiB
-        ),
-        # H100 SXM: 64 warps, 64K registers, 228 KiB shared per SM (227 KiB per block), 32 blocks
-        ArchModel("sm_90", "H100", "nvidia", 132, 32, 64, 65536, 233472, 232448, 32, 80 * GiB),
+        ArchModel("gfx906", "MI50", "amd", 60, 32 * GiB),
+        ArchModel("gfx908", "MI100", "amd", 120, 32 * GiB),
+        ArchModel("gfx90a", "MI210", "amd", 104, 64 * GiB),
+        ArchModel("gfx942", "MI300X", "amd", 304, 192 * GiB),
+        ArchModel("sm_90", "H100", "nvidia", 132, 80 * GiB),
     )
 }
 
 
-def occupancy(arch: ArchModel, threads: int, registers: int, shared_bytes: int) -> int:
-    """Resident blocks per CU: the tightest of the wave, register, shared-memory and block
-    limits. Allocation granularities are ignored (a model, not the vendor's calculator)."""
-    waves = math.ceil(threads / arch.warp_size)
-    limits = [arch.max_waves_per_cu // waves, arch.max_blocks_per_cu]
-    if registers:
-        limits.append(arch.registers_per_cu // (registers * waves * arch.warp_size))
-    if shared_bytes:
-        limits.append(arch.shared_per_cu // shared_bytes)
-    return max(0, min(limits))
+def occupancy(
+    arch: ArchModel, threads: int, registers: int, shared_bytes: int, sgprs: int = 0
+) -> int:
+    """Resident blocks per CU, from reef_rocm.codeobj.occupancy (the same rules, allocation
+    granularities included, that ``reef codeobj`` applies to real code objects).
+    ``shared_bytes`` is static plus dynamic; ``sgprs`` counts on AMD only."""
+    res = KernelResources(
+        name="sim",
+        vendor=arch.vendor_like,
+        arch=arch.arch,
+        registers=registers,
+        sgprs=sgprs if arch.vendor_like == "amd" else 0,
+        shared_bytes=shared_bytes,
+        wave_size=arch.warp_size,
+    )
+    return codeobj_occupancy(arch.arch, res, threads).blocks_per_cu
 
 
 _CAPABILITY_NAMES = tuple(f.name for f in dataclasses.fields(Capabilities))

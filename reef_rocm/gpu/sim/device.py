@@ -238,8 +238,9 @@ class SimKernel(Kernel):
             return 0
         if self.spec.blocks_per_cu is not None:
             return self.spec.blocks_per_cu
+        s = self.spec
         return occupancy(
-            dev.arch, block_threads, self.spec.registers, self.spec.shared_bytes + dynamic_shared
+            dev.arch, block_threads, s.registers, s.shared_bytes + dynamic_shared, s.sgprs
         )
 
     def bind(self, config: LaunchConfig, args: Sequence[Any]) -> SimBoundLaunch:

@@ -73,15 +73,16 @@ class SimKernelSpec:
     reef_rocm.gpu.sim.effects.EFFECTS and the parameters it reads/writes); unlike ``on_block``
     it survives JSON, so it can live in a model package.
 
-    Occupancy: ``blocks_per_cu`` if given, else computed from ``registers`` (per thread),
-    ``shared_bytes`` (static) plus the launch's dynamic shared memory, and the block size,
-    under the device's architecture limits.
+    Occupancy: ``blocks_per_cu`` if given, else reef_rocm.codeobj.occupancy's for
+    ``registers`` (per thread), ``sgprs`` (AMD), ``shared_bytes`` (static) plus the launch's
+    dynamic shared memory, and the block size, on the device's architecture.
     """
 
     name: str
     block_time_us: float
     params: tuple[SimParam, ...] = ()
     registers: int = 32
+    sgprs: int = 0  # AMD scalar registers per wave (occupancy only; 0 = no SGPR limit)
     shared_bytes: int = 0
     local_bytes: int = 0
     max_threads_per_block: int = 1024
@@ -128,7 +129,7 @@ class SimKernelSpec:
         )
         if polls and self.role_index(ROLE_PREEMPT_FLAG) is None:
             raise ValueError(f"kernel {self.name}: polling needs a preempt_flag parameter")
-        for what in ("registers", "shared_bytes", "local_bytes"):
+        for what in ("registers", "sgprs", "shared_bytes", "local_bytes"):
             if getattr(self, what) < 0:
                 raise ValueError(f"kernel {self.name}: {what} must be >= 0")
 
@@ -155,6 +156,8 @@ class SimKernelSpec:
             "local_bytes": self.local_bytes,
             "max_threads_per_block": self.max_threads_per_block,
         }
+        if self.sgprs:
+            d["sgprs"] = self.sgprs
         for k in ("blocks_per_cu", "poll_interval_us", "skip_time_us", "poll_every", "effect"):
             if getattr(self, k) is not None:
                 d[k] = getattr(self, k) if k != "effect" else dict(self.effect)  # type: ignore
@@ -172,7 +175,7 @@ class SimKernelSpec:
         known = {
             "name", "block_time_us", "params", "registers", "shared_bytes", "local_bytes",
             "max_threads_per_block", "blocks_per_cu", "poll_interval_us", "skip_time_us", "meta",
-            "loop_trips", "poll_every", "effect",
+            "loop_trips", "poll_every", "effect", "sgprs",
         }  # fmt: skip
         unknown = set(d) - known - {"on_block_dropped"}
         if unknown:
