@@ -116,6 +116,9 @@ class SimConfig:
     block_time_jitter: float = 0.0  # each block's time scaled by 1 +- U(0, jitter), seeded
     seed: int = 0
     priority_range: tuple[int, int] | None = None  # (least, most urgent); None: per vendor
+    # hardware queues streams share per priority; None: 4 on AMD arches (ROCm's
+    # GPU_MAX_HW_QUEUES default), 8 on sm_90 (CUDA_DEVICE_MAX_CONNECTIONS default)
+    hw_queues: int | None = None
     trace: bool = False  # record every block/kernel/op in dev.trace
     # capabilities; None: the arch's default (see default_capabilities)
     stream_write_value: bool | None = None
@@ -141,6 +144,10 @@ class SimConfig:
             raise ValueError("sim: copy_bandwidth_gbps must be > 0")
         if not 0 <= self.block_time_jitter < 1:
             raise ValueError("sim: block_time_jitter must be in [0, 1)")
+        if self.hw_queues is not None and (
+            not isinstance(self.hw_queues, int) or self.hw_queues < 1
+        ):
+            raise ValueError(f"sim: hw_queues must be an int >= 1, got {self.hw_queues!r}")
         if self.priority_range is not None:
             least, most = self.priority_range
             if most > least:
@@ -190,6 +197,11 @@ class SimConfig:
             return self.priority_range
         # HIP exposes low/normal/high; CUDA on sm_90 exposes 0..-5
         return (0, -1) if ARCHS[self.arch].vendor_like == "amd" else (0, -5)
+
+    def hw_queue_count(self) -> int:
+        if self.hw_queues is not None:
+            return self.hw_queues
+        return 4 if ARCHS[self.arch].vendor_like == "amd" else 8
 
     def as_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -43,7 +43,7 @@ from reef_rocm.gpu.sim.effects import Effect, resolve_effect
 from reef_rocm.gpu.sim.engine import SimEngine
 from reef_rocm.gpu.sim.labels import MODEL_NAME, MODEL_VERSION, SIM_TAG, ns, us
 from reef_rocm.gpu.sim.memory import Allocation, SimMemory
-from reef_rocm.gpu.sim.ops import KernelRun, StreamOp, StreamQueue
+from reef_rocm.gpu.sim.ops import KernelRun, StreamOp
 from reef_rocm.gpu.sim.params import (
     ROLE_COMPLETION_SLOT,
     ROLE_POLL_EVERY,
@@ -98,7 +98,9 @@ class SimStream(Stream):
         self.id = sid
         self.priority = priority
         self.cu_mask = cu_mask
-        self._q = StreamQueue(sid, priority, frozenset(cu_mask) if cu_mask is not None else None)
+        self._q = device._engine.add_stream(
+            sid, priority, frozenset(cu_mask) if cu_mask is not None else None
+        )
         self.destroyed = False
 
     @property
@@ -533,9 +535,9 @@ class SimDevice(Device):
             mask = tuple(sorted(int(c) for c in cus))
         least, most = self.stream_priority_range()
         # clamped into the range, as CUDA and HIP do
-        s = SimStream(self, len(self._engine.queues), min(max(int(priority), most), least), mask)
-        self._engine.queues.append(s._q)
-        return s
+        return SimStream(
+            self, len(self._engine.streams), min(max(int(priority), most), least), mask
+        )
 
     def stream_priority_range(self) -> tuple[int, int]:
         return self.config.stream_priority_range()
@@ -613,7 +615,7 @@ class SimDevice(Device):
         return e
 
     def synchronize(self) -> None:
-        queues = self._engine.queues
+        queues = self._engine.hw_queues
         self._host_wait(lambda: not any(q.ops for q in queues), "device")
 
     def close(self) -> None:

@@ -4,13 +4,16 @@ Time is integer nanoseconds. Events sit in a heap ordered by (time, scheduling o
 runs every event of the earliest instant, in the order they were scheduled, and then
 dispatches blocks, so a memory write at time t is seen by every block that starts at t.
 
-Streams are in-order queues (``StreamQueue``). The head kernel of a queue becomes *active*
-``dispatch_latency_us`` after it reaches the head; the next op starts when it completes (all
-its blocks ended). Whenever CU room frees up, blocks of active kernels are placed in order of
-(stream priority, activation order) by the dispatcher, only onto the stream's CU set if it has
-one; a kernel whose next block fits nowhere lets later kernels use the room (backfill).
-Priorities only order dispatch; running blocks are never preempted - only ``kill_all`` stops
-them. The engine knows nothing of the device interface (``device.py`` builds on it).
+Streams are mapped onto a bounded number of hardware queues (``HwQueue``, option
+``hw_queues``): round robin in creation order within each priority (a hardware queue has one
+priority), a CU-masked stream on a queue of its own. A hardware queue is in order across all
+its streams. The head kernel of a hardware queue becomes *active* ``dispatch_latency_us``
+after it reaches the head; the next op starts when it completes (all its blocks ended).
+Whenever CU room frees up, blocks of active kernels are placed in order of (stream priority,
+activation order) by the dispatcher, only onto the stream's CU set if it has one; a kernel
+whose next block fits nowhere lets later kernels use the room (backfill). Priorities only
+order dispatch; running blocks are never preempted - only ``kill_all`` stops them.
+The engine knows nothing of the device interface (``device.py`` builds on it).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from reef_rocm.gpu.sim.context import SimBlockContext
 from reef_rocm.gpu.sim.dispatch import CAPACITY, LeastLoadedRoundRobin
 from reef_rocm.gpu.sim.labels import SIM_TAG, ns, us
 from reef_rocm.gpu.sim.memory import SimMemory
-from reef_rocm.gpu.sim.ops import KernelRun, RunningBlock, StreamOp, StreamQueue
+from reef_rocm.gpu.sim.ops import HwQueue, KernelRun, RunningBlock, StreamOp, StreamQueue
 from reef_rocm.gpu.sim.trace import OUTCOMES, SimTrace, TraceRecord
 
 
@@ -48,7 +51,11 @@ class SimEngine:
         self._full_pass = False
         self._active: list[KernelRun] = []
         self.running: dict[RunningBlock, None] = {}  # insertion-ordered set
-        self.queues: list[StreamQueue] = []
+        self.streams: list[StreamQueue] = []
+        self.hw_queues: list[HwQueue] = []
+        self._pools: dict[int, list[HwQueue]] = {}  # priority -> shared hardware queues
+        self._pool_next: dict[int, int] = {}
+        self._hw_limit = config.hw_queue_count()
         self.n_launches = 0
         self._n_activations = 0
         self._rng = random.Random(config.seed)
@@ -69,7 +76,7 @@ class SimEngine:
 
     @property
     def idle(self) -> bool:
-        return not self._heap and not any(q.ops for q in self.queues)
+        return not self._heap and not any(q.ops for q in self.hw_queues)
 
     def push(self, t: int, fn: Callable[..., None], *args: Any) -> None:
         heapq.heappush(self._heap, (t, self._seq, fn, args))
@@ -104,7 +111,7 @@ class SimEngine:
             self.step()
 
     def check_deadlock(self, what: str) -> None:
-        stuck = [q for q in self.queues if q.ops]
+        stuck = [q for q in self.streams if q.ops]
         if stuck:
             heads = "; ".join(
                 f"stream {q.id}: {q.ops[0].kind} {q.ops[0].name}".rstrip() for q in stuck
@@ -118,16 +125,42 @@ class SimEngine:
 
     # -- stream ops ---------------------------------------------------------------------------
 
+    def add_stream(
+        self, sid: int, priority: int, cu_set: frozenset[int] | None, blocking: bool = False
+    ) -> StreamQueue:
+        """A new stream, mapped onto a hardware queue: a CU-masked stream gets its own (a CU
+        mask is a property of the hardware queue); others share the pool of their priority,
+        round robin, up to ``hw_queues`` queues per pool."""
+        if cu_set is not None:
+            hw = self._new_hw(priority)
+        else:
+            pool = self._pools.setdefault(priority, [])
+            i = self._pool_next.get(priority, 0)
+            self._pool_next[priority] = i + 1
+            if len(pool) < self._hw_limit:
+                pool.append(self._new_hw(priority))
+            hw = pool[i % len(pool)]
+        q = StreamQueue(sid, priority, cu_set, hw, blocking=blocking)
+        hw.streams.append(sid)
+        self.streams.append(q)
+        return q
+
+    def _new_hw(self, priority: int) -> HwQueue:
+        hw = HwQueue(len(self.hw_queues), priority)
+        self.hw_queues.append(hw)
+        return hw
+
     def submit(self, op: StreamOp) -> None:
-        """``op`` enters its stream's queue now."""
+        """``op`` enters its stream and that stream's hardware queue now."""
         if isinstance(op, KernelRun):
             op.launch_id = self.n_launches
             self.n_launches += 1
         op.stream.ops.append(op)
-        self.pump(op.stream)
+        op.stream.hw.ops.append(op)
+        self.pump(op.stream.hw)
         self.dispatch()
 
-    def pump(self, q: StreamQueue) -> None:
+    def pump(self, q: HwQueue) -> None:
         """Start the queue's head op if it is not running; retire ops that finish at once."""
         while q.ops and not q.head_started:
             op = q.ops[0]
@@ -183,13 +216,15 @@ class SimEngine:
         if op.dropped or op.done:
             return
         self._retire(op)
-        self.pump(op.stream)
+        self.pump(op.stream.hw)
 
     def _retire(self, op: StreamOp) -> None:
-        q = op.stream
-        head = q.ops.popleft()
-        assert head is op, "stream ops retire in order"
-        q.head_started = False
+        hw = op.stream.hw
+        head = hw.ops.popleft()
+        assert head is op, "hardware queue ops retire in order"
+        hw.head_started = False
+        mine = op.stream.ops.popleft()
+        assert mine is op, "stream ops retire in order"
         self._mark_done(op)
 
     def _mark_done(self, op: StreamOp) -> None:
@@ -372,14 +407,18 @@ class SimEngine:
         return len(victims)
 
     def clear(self, q: StreamQueue) -> int:
-        """Drop every op of ``q`` that has not started; returns the kernels dropped."""
-        keep = 1 if q.head_started else 0
-        dropped = list(q.ops)[keep:]
+        """Reset the hardware queue of ``q``: drop every op on it that has not started, of
+        every stream mapped there (the reset acts on the hardware queue); returns the kernels
+        dropped."""
+        hw = q.hw
+        keep = 1 if hw.head_started else 0
+        dropped = list(hw.ops)[keep:]
         for _ in dropped:
-            q.ops.pop()
+            hw.ops.pop()
         kernels = 0
         for op in dropped:
             op.dropped = True
+            op.stream.ops.remove(op)
             kernels += op.kind == "kernel"
             if op.kind == "wait_event" and op.target is not None:
                 op.target.waiters = [w for w in op.target.waiters if w is not op]
@@ -397,7 +436,7 @@ class SimEngine:
                     outcome=f"dropped_kernels={kernels}",
                 )  # fmt: skip
             )
-        self.pump(q)
+        self.pump(hw)
         self.dispatch()
         return kernels
 

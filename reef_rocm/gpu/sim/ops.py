@@ -15,15 +15,30 @@ from reef_rocm.gpu.sim.trace import OUTCOMES
 
 
 @dataclass(eq=False, slots=True)
+class HwQueue:
+    """A hardware queue (an AQL queue on AMD, a channel/connection on NVIDIA): in order
+    across every stream mapped onto it, so an op waits for the op ahead of it whichever
+    stream that came from (head-of-line blocking)."""
+
+    id: int
+    priority: int
+    ops: deque[StreamOp] = field(default_factory=deque)
+    head_started: bool = False
+    streams: list[int] = field(default_factory=list)  # ids of the streams mapped here
+
+
+@dataclass(eq=False, slots=True)
 class StreamQueue:
-    """The device side of one stream: an in-order queue of ops. ``cu_set``: the CUs its
-    blocks may use (None: all)."""
+    """The device side of one stream: its unfinished ops, in order, and the hardware queue it
+    is mapped onto. ``cu_set``: the CUs its blocks may use (None: all). ``blocking``: a
+    blocking stream synchronises with the legacy default (null) stream."""
 
     id: int
     priority: int
     cu_set: frozenset[int] | None = None
+    hw: HwQueue = field(default_factory=lambda: HwQueue(-1, 0))
     ops: deque[StreamOp] = field(default_factory=deque)
-    head_started: bool = False
+    blocking: bool = False
 
 
 @dataclass(eq=False, slots=True)

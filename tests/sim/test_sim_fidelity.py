@@ -1,0 +1,105 @@
+"""Sim fidelity (issue 9): the model must not let a scheduler pass where hardware would not.
+Each test here fails on a sim without the behaviour it names."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from reef_rocm.gpu import LaunchConfig, open_device
+from reef_rocm.gpu.sim import SimDevice, SimKernelSpec
+
+# Every host and device cost zero, so timelines are exactly the block times.
+EXACT = dict(
+    launch_overhead_us=0,
+    stream_op_overhead_us=0,
+    query_overhead_us=0,
+    sync_latency_us=0,
+    dispatch_latency_us=0,
+    flag_visibility_us=0,
+    block_skip_us=0,
+    ioctl_latency_us=0,
+    copy_latency_us=0,
+    trace=True,
+)
+BE_PARAMS = ("out", "flag:ptr:preempt_flag", "slot:ptr:completion_slot")
+
+
+def sim(**kw) -> SimDevice:
+    dev = open_device("sim", **{**EXACT, "compute_units": 8, **kw})
+    assert isinstance(dev, SimDevice)
+    return dev
+
+
+def one_block(dev: SimDevice, us: float = 10, name: str = "k"):
+    k = dev.load_module(SimKernelSpec(name, us, params=["out"], blocks_per_cu=1)).get_kernel(name)
+    return k.bind(LaunchConfig(1, 64), [dev.alloc(64)])
+
+
+def starts(dev: SimDevice) -> dict[int, float]:
+    """Stream id -> start of its first block."""
+    out: dict[int, float] = {}
+    for r in sorted(dev.trace.blocks(), key=lambda r: r.start_us):
+        out.setdefault(r.stream, r.start_us)
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# (c) hardware queues
+
+
+def test_streams_beyond_the_hw_queue_count_share_a_queue_in_order():
+    dev = sim()  # gfx90a: 4 hardware queues (GPU_MAX_HW_QUEUES)
+    streams = [dev.create_stream() for _ in range(5)]
+    launch = one_block(dev)
+    for s in streams:
+        launch.launch(s)
+    dev.synchronize()
+    # stream 4 is on stream 0's hardware queue: it waits although 3 CUs are idle
+    assert starts(dev) == {0: 0.0, 1: 0.0, 2: 0.0, 3: 0.0, 4: 10.0}
+    wide = sim(hw_queues=8)
+    launch = one_block(wide)
+    for s in [wide.create_stream() for _ in range(5)]:
+        launch.launch(s)
+    wide.synchronize()
+    assert set(starts(wide).values()) == {0.0}
+
+
+def test_nvidia_default_is_eight_connections_and_priorities_do_not_share():
+    dev = sim(arch="sm_90", compute_units=16)
+    streams = [dev.create_stream() for _ in range(9)]
+    urgent = dev.create_stream(priority=-5)  # its own pool: not behind stream 0
+    launch = one_block(dev)
+    for s in [*streams, urgent]:
+        launch.launch(s)
+    dev.synchronize()
+    st = starts(dev)
+    assert st[8] == 10.0 and st[9] == 0.0
+    assert all(st[i] == 0.0 for i in range(8))
+
+
+def test_head_of_line_blocking_behind_a_wait_on_a_shared_queue():
+    dev = sim(hw_queues=1)
+    a, b = dev.create_stream(), dev.create_stream()  # one hardware queue
+    other = dev.create_stream(priority=-1)  # another pool, another queue
+    long, short = one_block(dev, 50, "long"), one_block(dev, 5, "short")
+    e = dev.create_event()
+    long.launch(other)
+    e.record(other)
+    a.wait_event(e)  # a waits for the long kernel ...
+    short.launch(b)  # ... and b, behind it on the same hardware queue, waits too
+    dev.synchronize()
+    assert dev.trace.blocks("short")[0].start_us == 50.0
+
+
+def test_queue_reset_acts_on_the_hardware_queue():
+    dev = sim(hw_queues=1)
+    a, b = dev.create_stream(), dev.create_stream()
+    launch = one_block(dev)
+    for s in (a, b, a, b):
+        launch.launch(s)
+    dev.run_until(1)
+    assert dev.clear_queue(a) == 3  # b's queued kernels share the queue: dropped too
+    assert (a.pending_kernels, b.pending_kernels) == (1, 0)
+    dev.synchronize()
+    assert len(dev.trace.kernels()) == 1
