@@ -103,3 +103,56 @@ def test_queue_reset_acts_on_the_hardware_queue():
     assert (a.pending_kernels, b.pending_kernels) == (1, 0)
     dev.synchronize()
     assert len(dev.trace.kernels()) == 1
+
+
+# ---------------------------------------------------------------------------------------
+# (d) the null stream
+
+
+def flag_kernel(dev: SimDevice, us: float = 10):
+    spec = SimKernelSpec("be", us, params=BE_PARAMS, blocks_per_cu=1)
+    k = dev.load_module(spec).get_kernel("be")
+    out, flag, slot = dev.alloc(64), dev.alloc(4), dev.alloc(4)
+    return k.bind(LaunchConfig(1, 64), [out, flag, slot]), flag, slot
+
+
+def test_cuda_sync_memset_is_not_ordered_with_a_non_blocking_stream():
+    for arch, skipped in (("sm_90", False), ("gfx90a", True)):
+        dev = sim(arch=arch, copy_latency_us=5)
+        launch, flag, _ = flag_kernel(dev)
+        s = dev.create_stream()
+        dev.memset32(flag, 1, 1)  # meant to evict the kernel launched next
+        launch.launch(s)
+        dev.synchronize()
+        outcome = dev.trace.blocks("be")[0].outcome
+        # CUDA: the memset returns before it lands and the stream does not wait for it, so
+        # the kernel reads the old flag and runs; HIP: hipMemsetD32 returns once done
+        assert (outcome == "skipped") is skipped, arch
+        assert dev.peek_u32(flag) == 1
+
+
+def test_null_stream_calls_wait_for_cu_masked_streams_on_amd():
+    dev = sim(copy_latency_us=5)
+    masked = dev.create_stream(cu_mask=[0, 1])  # hipExtStreamCreateWithCUMask: blocking
+    plain = dev.create_stream()
+    buf = dev.alloc(64)
+    one_block(dev, 50, "be_long").launch(masked)
+    one_block(dev, 80, "other").launch(plain)
+    dev.memset32(buf, 3, 4)
+    # behind the CU-masked stream's 50 us kernel, not the non-blocking stream's 80 us one
+    assert dev.now_us == pytest.approx(55.0, abs=0.01)
+    out = np.zeros(4, np.uint32)
+    dev.copy_to_host(out, buf)
+    assert dev.now_us == pytest.approx(60.0, abs=0.02) and out.tolist() == [3, 3, 3, 3]
+    waits = [r for r in dev.trace.of_kind("wait_event") if r.stream == -1]
+    assert [w.name for w in waits] == ["legacy sync stream 0"]
+
+
+def test_null_stream_is_in_order_on_cuda():
+    dev = sim(arch="sm_90", copy_latency_us=5)
+    buf = dev.alloc(16)
+    dev.memset32(buf, 9, 4)  # asynchronous to the host ...
+    assert dev.now_us == 0.0 and dev.peek_u32(buf) == 0
+    out = np.zeros(4, np.uint32)
+    dev.copy_to_host(out, buf)  # ... but the synchronous copy queues behind it
+    assert out.tolist() == [9] * 4 and dev.now_us == pytest.approx(10.0, abs=0.01)

@@ -119,6 +119,10 @@ class SimConfig:
     # hardware queues streams share per priority; None: 4 on AMD arches (ROCm's
     # GPU_MAX_HW_QUEUES default), 8 on sm_90 (CUDA_DEVICE_MAX_CONNECTIONS default)
     hw_queues: int | None = None
+    # does memset32 without a stream block the host until done? None: yes on AMD arches
+    # (hipMemsetD32 is the synchronous form), no on sm_90 (CUDA's synchronous memsets are
+    # asynchronous to the host for device memory)
+    sync_memset_blocks_host: bool | None = None
     trace: bool = False  # record every block/kernel/op in dev.trace
     # capabilities; None: the arch's default (see default_capabilities)
     stream_write_value: bool | None = None
@@ -197,6 +201,15 @@ class SimConfig:
             return self.priority_range
         # HIP exposes low/normal/high; CUDA on sm_90 exposes 0..-5
         return (0, -1) if ARCHS[self.arch].vendor_like == "amd" else (0, -5)
+
+    @property
+    def vendor_like(self) -> str:
+        return ARCHS[self.arch].vendor_like
+
+    def sync_memset_waits(self) -> bool:
+        if self.sync_memset_blocks_host is not None:
+            return self.sync_memset_blocks_host
+        return self.vendor_like == "amd"
 
     def hw_queue_count(self) -> int:
         if self.hw_queues is not None:

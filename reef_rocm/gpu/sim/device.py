@@ -98,8 +98,11 @@ class SimStream(Stream):
         self.id = sid
         self.priority = priority
         self.cu_mask = cu_mask
+        # HIP's CU-masked streams are blocking (hipExtStreamCreateWithCUMask takes no flags);
+        # every other stream the backends create is non-blocking
+        blocking = cu_mask is not None and device.config.vendor_like == "amd"
         self._q = device._engine.add_stream(
-            sid, priority, frozenset(cu_mask) if cu_mask is not None else None
+            sid, priority, frozenset(cu_mask) if cu_mask is not None else None, blocking
         )
         self.destroyed = False
 
@@ -560,14 +563,29 @@ class SimDevice(Device):
     def _copy_us(self, nbytes: int) -> float:
         return self.config.copy_latency_us + nbytes / (self.config.copy_bandwidth_gbps * 1e3)
 
-    def _copy(self, stream: Stream | None, nbytes: int, name: str, action: Callable[[], None]):
-        if stream is None:
-            self._host(self._copy_us(nbytes))
-            action()
+    def _copy(
+        self,
+        stream: Stream | None,
+        nbytes: int,
+        name: str,
+        action: Callable[[], None],
+        host_waits: bool = True,
+    ) -> None:
+        duration = ns(self._copy_us(nbytes))
+        if stream is not None:
+            s = self._own_stream(stream)
+            op = StreamOp("copy", s._q, name=name, duration_ns=duration, action=action)
+            self._submit(op, self.config.stream_op_overhead_us)
             return
-        s = self._own_stream(stream)
-        op = StreamOp("copy", s._q, name=name, duration_ns=ns(self._copy_us(nbytes)), action=action)
-        self._submit(op, self.config.stream_op_overhead_us)
+        # no stream: the legacy default stream (see docs/sim.md, "Null stream")
+        op = StreamOp("copy", self._engine.null, name=name, duration_ns=duration, action=action)
+        if not host_waits:  # enqueued; the call returns at once
+            self._host(self.config.stream_op_overhead_us)
+            self._engine.submit_null(op)
+            return
+        self._check_open()
+        self._engine.submit_null(op)
+        self._engine.wait_until(lambda: op.done, name)
 
     def copy_to_device(
         self, dst: DeviceBuffer | DevicePtr, src: Any, stream: Stream | None = None
@@ -606,7 +624,7 @@ class SimDevice(Device):
             if count:
                 self.memory.write(addr, words)
 
-        self._copy(stream, 4 * count, "memset32", action)
+        self._copy(stream, 4 * count, "memset32", action, self.config.sync_memset_waits())
 
     def create_event(self, timing: bool = True) -> SimEvent:
         self._check_open()
@@ -615,8 +633,8 @@ class SimDevice(Device):
         return e
 
     def synchronize(self) -> None:
-        queues = self._engine.hw_queues
-        self._host_wait(lambda: not any(q.ops for q in queues), "device")
+        engine = self._engine
+        self._host_wait(lambda: not engine.busy, "device")
 
     def close(self) -> None:
         self._closed = True

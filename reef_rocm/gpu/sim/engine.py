@@ -56,6 +56,9 @@ class SimEngine:
         self._pools: dict[int, list[HwQueue]] = {}  # priority -> shared hardware queues
         self._pool_next: dict[int, int] = {}
         self._hw_limit = config.hw_queue_count()
+        # the legacy default stream: what calls without a stream go through (stream id -1)
+        self.null = StreamQueue(-1, 0, None, HwQueue(-1, 0), blocking=True)
+        self.null.hw.streams.append(-1)
         self.n_launches = 0
         self._n_activations = 0
         self._rng = random.Random(config.seed)
@@ -71,12 +74,17 @@ class SimEngine:
     # -- clock ----------------------------------------------------------------------------
 
     @property
+    def busy(self) -> bool:
+        """Some stream (the null stream included) has unfinished work."""
+        return bool(self.null.ops) or any(q.ops for q in self.hw_queues)
+
+    @property
     def next_event_ns(self) -> int | None:
         return self._heap[0][0] if self._heap else None
 
     @property
     def idle(self) -> bool:
-        return not self._heap and not any(q.ops for q in self.hw_queues)
+        return not self._heap and not self.busy
 
     def push(self, t: int, fn: Callable[..., None], *args: Any) -> None:
         heapq.heappush(self._heap, (t, self._seq, fn, args))
@@ -111,7 +119,7 @@ class SimEngine:
             self.step()
 
     def check_deadlock(self, what: str) -> None:
-        stuck = [q for q in self.streams if q.ops]
+        stuck = [q for q in (self.null, *self.streams) if q.ops]
         if stuck:
             heads = "; ".join(
                 f"stream {q.id}: {q.ops[0].kind} {q.ops[0].name}".rstrip() for q in stuck
@@ -159,6 +167,17 @@ class SimEngine:
         op.stream.hw.ops.append(op)
         self.pump(op.stream.hw)
         self.dispatch()
+
+    def submit_null(self, op: StreamOp) -> None:
+        """``op`` enters the legacy default stream: it first waits for the work already
+        submitted to every blocking stream (non-blocking streams are not ordered with it)."""
+        for q in self.streams:
+            if q.blocking and q.ops:
+                self.submit(
+                    StreamOp("wait_event", self.null, name=f"legacy sync stream {q.id}",
+                             target=q.ops[-1])
+                )  # fmt: skip
+        self.submit(op)
 
     def pump(self, q: HwQueue) -> None:
         """Start the queue's head op if it is not running; retire ops that finish at once."""
