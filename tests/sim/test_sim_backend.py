@@ -244,7 +244,9 @@ def test_flag_set_before_launch_all_blocks_skip():
 
 
 def test_flag_raised_mid_kernel_counts_completed_blocks_and_skips_the_rest():
-    dev = sim(flag_visibility_us=6, block_skip_us=0.5)
+    # the packet write-value (CUDA's): lands flag_visibility_us after reaching the queue head;
+    # the AMD blit write-value is tested in test_sim_fidelity.py
+    dev = sim(flag_visibility_us=6, block_skip_us=0.5, write_value_model="packet")
     be = BE(dev, blocks=6)
     be_stream, flag_stream = dev.create_stream(), dev.create_stream()
     be.bound.launch(be_stream)
@@ -266,7 +268,7 @@ def test_flag_raised_mid_kernel_counts_completed_blocks_and_skips_the_rest():
 
 
 def test_in_kernel_polling_leaves_running_blocks_at_the_next_poll():
-    dev = sim(flag_visibility_us=6, block_skip_us=0.5)
+    dev = sim(flag_visibility_us=6, block_skip_us=0.5, write_value_model="packet")
     be = BE(dev, be_kernel(poll_interval_us=4), blocks=6)
     be.bound.launch(dev.create_stream())
     dev.run_until(12)

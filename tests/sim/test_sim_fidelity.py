@@ -156,3 +156,49 @@ def test_null_stream_is_in_order_on_cuda():
     out = np.zeros(4, np.uint32)
     dev.copy_to_host(out, buf)  # ... but the synchronous copy queues behind it
     assert out.tolist() == [9] * 4 and dev.now_us == pytest.approx(10.0, abs=0.01)
+
+
+# ---------------------------------------------------------------------------------------
+# (a) per-architecture write-value
+
+
+def be_flag_run(arch: str, flag_priority: int) -> tuple[list[str], float, int]:
+    """6 BE blocks (10 us, one per CU) on 2 CUs; the flag is raised at t=12 on a side stream.
+    Returns block outcomes, when the value landed and the completion count."""
+    dev = sim(arch=arch, compute_units=2, flag_visibility_us=6, blit_time_us=1)
+    launch = dev.load_module(
+        SimKernelSpec("be", 10, params=BE_PARAMS, blocks_per_cu=1)
+    ).get_kernel("be")
+    flag, slot = dev.alloc(4), dev.alloc(4)
+    be, side = dev.create_stream(), dev.create_stream(priority=flag_priority)
+    launch.bind(LaunchConfig(6, 64), [dev.alloc(64), flag, slot]).launch(be)
+    dev.run_until(12)
+    side.write_value32(flag, 1)
+    dev.synchronize()
+    outcomes = [r.outcome for r in sorted(dev.trace.blocks("be"), key=lambda r: r.block)]
+    (w,) = dev.trace.of_kind("write_value32")
+    return outcomes, w.end_us, dev.peek_u32(slot)
+
+
+def test_amd_write_value_is_a_blit_that_waits_for_a_free_wave_slot():
+    done4 = ["completed"] * 4
+    # sm_90: a packet, visible 6 us after it reaches the queue head
+    assert be_flag_run("sm_90", 0) == (done4 + ["skipped"] * 2, 18.0, 4)
+    # gfx90a, same priority: the GPU is full of BE blocks; at t=20 the BE kernel (activated
+    # first) takes the freed room again, so the blit runs only at t=30 - nothing is evicted
+    assert be_flag_run("gfx90a", 0) == (["completed"] * 6, 31.0, 6)
+    # gfx90a, urgent flag stream: the blit gets the first free slot (t=20), lands at 21
+    assert be_flag_run("gfx90a", -1) == (["completed"] * 5 + ["skipped"], 21.0, 5)
+
+
+def test_blit_on_an_idle_gpu_and_its_trace():
+    dev = sim(dispatch_latency_us=2, blit_time_us=1)
+    flag = dev.alloc(4)
+    dev.create_stream().write_value32(flag, 7)
+    dev.synchronize()
+    assert dev.peek_u32(flag) == 7
+    (w,) = dev.trace.of_kind("write_value32")
+    assert (w.start_us, w.end_us) == (0.0, 3.0)
+    (b,) = dev.trace.of_kind("blit")
+    assert (b.start_us, b.end_us) == (2.0, 3.0)
+    assert dev.trace.kernels() == [] and dev.stats()["kernels_finished"] == 0

@@ -70,6 +70,8 @@ def occupancy(
     return codeobj_occupancy(arch.arch, res, threads).blocks_per_cu
 
 
+WRITE_VALUE_MODELS = ("packet", "blit")
+
 _CAPABILITY_NAMES = tuple(f.name for f in dataclasses.fields(Capabilities))
 
 
@@ -111,7 +113,15 @@ class SimConfig:
     copy_bandwidth_gbps: float = 25.0  # host<->device, GB/s (PCIe 4 x16 class, estimate)
     # device side
     dispatch_latency_us: float = 2.0  # kernel reaches queue head -> its blocks may start
-    flag_visibility_us: float = 6.0  # write_value32 reaches queue head -> value in memory
+    # how write_value32 executes; None: per arch ("blit" on AMD arches, "packet" on sm_90).
+    # "packet": the value lands flag_visibility_us after the op reaches its queue's head.
+    # "blit": ROCm's hipStreamWriteValue32 - a barrier packet plus a one-work-item blit kernel,
+    # which needs one wave slot of room on some CU (so behind a GPU full of BE blocks it waits
+    # for one to leave), starts dispatch_latency_us after reaching the head and writes the
+    # value when it ends, blit_time_us later.
+    write_value_model: str | None = None
+    flag_visibility_us: float = 6.0  # "packet": queue head -> value in memory
+    blit_time_us: float = 1.0  # "blit": run time of the one-work-item blit kernel (estimate)
     block_skip_us: float = 0.5  # a block that sees the flag at start returns after this
     block_time_jitter: float = 0.0  # each block's time scaled by 1 +- U(0, jitter), seeded
     seed: int = 0
@@ -148,6 +158,11 @@ class SimConfig:
             raise ValueError("sim: copy_bandwidth_gbps must be > 0")
         if not 0 <= self.block_time_jitter < 1:
             raise ValueError("sim: block_time_jitter must be in [0, 1)")
+        if self.write_value_model not in (None, *WRITE_VALUE_MODELS):
+            raise ValueError(
+                f"sim: write_value_model must be one of {WRITE_VALUE_MODELS}, "
+                f"got {self.write_value_model!r}"
+            )
         if self.hw_queues is not None and (
             not isinstance(self.hw_queues, int) or self.hw_queues < 1
         ):
@@ -205,6 +220,11 @@ class SimConfig:
     @property
     def vendor_like(self) -> str:
         return ARCHS[self.arch].vendor_like
+
+    def write_value_mode(self) -> str:
+        if self.write_value_model is not None:
+            return self.write_value_model
+        return "blit" if self.vendor_like == "amd" else "packet"
 
     def sync_memset_waits(self) -> bool:
         if self.sync_memset_blocks_host is not None:

@@ -54,6 +54,9 @@ from reef_rocm.gpu.sim.params import (
 from reef_rocm.gpu.sim.spec import SimKernelSpec, SimModuleSpec
 from reef_rocm.gpu.sim.trace import OUTCOMES, SimTrace
 
+_BLIT_SPEC = SimKernelSpec("write_value32 blit", 1.0)  # timing comes from the config
+_BLIT_LAUNCH = LaunchConfig(1, 1)
+
 
 class SimBuffer(DeviceBuffer):
     def __init__(self, device: SimDevice, alloc: Allocation) -> None:
@@ -133,7 +136,18 @@ class SimStream(Stream):
             raise ValueError(f"write_value32 value must fit 32 bits, got {value!r}")
         addr = device_address(target)
         dev.memory.resolve(addr, 4, "write_value32")
-        op = StreamOp("write_value32", self._q, addr=addr, value=int(value) & 0xFFFFFFFF)
+        value = int(value) & 0xFFFFFFFF
+        op: StreamOp
+        if dev.config.write_value_mode() == "blit":
+            # a one-work-item kernel: one wave slot of a CU, no flag, writes at its end
+            op = KernelRun(
+                "write_value32", self._q, name="write_value32 blit", addr=addr, value=value,
+                spec=_BLIT_SPEC, config=_BLIT_LAUNCH, num_blocks=1,
+                units=CAPACITY // dev.arch.limits.max_waves_per_cu,
+                block_ns=ns(dev.config.blit_time_us), skip_ns=0,
+            )  # fmt: skip
+        else:
+            op = StreamOp("write_value32", self._q, addr=addr, value=value)
         dev._submit(op, dev.config.stream_op_overhead_us)
 
     def wait_event(self, event: Event) -> None:

@@ -160,8 +160,8 @@ class SimEngine:
 
     def submit(self, op: StreamOp) -> None:
         """``op`` enters its stream and that stream's hardware queue now."""
-        if isinstance(op, KernelRun):
-            op.launch_id = self.n_launches
+        if op.kind == "kernel":
+            op.launch_id = self.n_launches  # type: ignore[attr-defined]
             self.n_launches += 1
         op.stream.ops.append(op)
         op.stream.hw.ops.append(op)
@@ -369,7 +369,7 @@ class SimEngine:
         if self.trace is not None:
             self.trace.records.append(
                 TraceRecord(
-                    "block",
+                    "block" if run.kind == "kernel" else "blit",
                     spec.name,
                     us(blk.start_ns),
                     us(self.now),
@@ -385,6 +385,10 @@ class SimEngine:
             self._kernel_done(run)
 
     def _kernel_done(self, run: KernelRun) -> None:
+        if run.kind == "write_value32":  # a blit: its one work-item writes the value
+            self.memory.write_u32(run.addr, run.value)
+            self._complete(run)
+            return
         self.counts["kernels"] += 1
         if self.trace is not None:
             o = run.outcomes
