@@ -202,3 +202,77 @@ def test_blit_on_an_idle_gpu_and_its_trace():
     (b,) = dev.trace.of_kind("blit")
     assert (b.start_us, b.end_us) == (2.0, 3.0)
     assert dev.trace.kernels() == [] and dev.stats()["kernels_finished"] == 0
+
+
+# ---------------------------------------------------------------------------------------
+# (b) partial writes of blocks that leave early or are killed
+
+
+def preempted_rerun(tmp_path, skip_partial: bool, **sim_kw) -> tuple[np.ndarray, np.ndarray]:
+    """Run a 3-kernel package once, then again with the same input, preempted by polling in the
+    middle of kernel 1, and resume at the first incomplete kernel (or one past it)."""
+    from reef_rocm.gpu.sim.packages import SimKernelPlan, build_sim_package
+    from reef_rocm.package import ModelPackage
+    from reef_rocm.runtime.executor import ModelInstance
+
+    plans = [
+        SimKernelPlan("k0", grid=4, block_time_us=10, blocks_per_cu=1),
+        SimKernelPlan("k1", grid=8, block_time_us=20, blocks_per_cu=1, loop_trips=10, poll_every=2),
+        SimKernelPlan("k2", grid=4, block_time_us=5, blocks_per_cu=1),
+    ]
+    path = tmp_path / f"p{len(list(tmp_path.iterdir()))}"
+    build_sim_package(path, "p", plans, elements=64)
+    pkg = ModelPackage.load(path)
+    x, ref = pkg.reference_inputs()[0], pkg.reference_outputs()[0]
+    dev = open_device("sim", compute_units=4, trace=True, **sim_kw)
+    with ModelInstance(dev, path, variant="preemptible") as inst:
+        np.testing.assert_array_equal(inst.run([x])[0], ref)  # buffers now hold good values
+        s = dev.create_stream()
+        inst.reset_slots()
+        inst.set_input(0, x, s)
+        inst.launch_range(s)
+        while not any(b.name == "k1" for b in dev.trace.blocks()):
+            dev.advance(0.5)  # the first round of k1 ended; the second is running
+        dev.advance(5)
+        dev.memset32(inst.preempt_flag, 1, 1)
+        s.synchronize()
+        assert {b.outcome for b in dev.trace.blocks("k1")} >= {"completed", "polled_out"}
+        start = inst.first_incomplete()
+        assert start == 1
+        dev.memset32(inst.preempt_flag, 0, 1)
+        dev.memset32(inst.completion_slots, 0, inst.num_kernels)
+        inst.launch_range(s, start + 1 if skip_partial else start)
+        s.synchronize()
+        return inst.get_output(0), ref
+
+
+def test_resume_that_skips_a_partly_run_kernel_gives_wrong_output(tmp_path):
+    out, ref = preempted_rerun(tmp_path, skip_partial=False)
+    np.testing.assert_array_equal(out, ref)
+    out, ref = preempted_rerun(tmp_path, skip_partial=True)
+    # the polled-out blocks' slices of k1's output are garbage, so k2 computes garbage; with
+    # no partial writes the previous inference's values would hide the bug
+    assert not np.array_equal(out, ref)
+    out, ref = preempted_rerun(tmp_path, skip_partial=True, poison_partial_writes=False)
+    np.testing.assert_array_equal(out, ref)  # what a sim without partial writes would say
+
+
+def test_killed_blocks_leave_a_deterministic_pattern_in_their_slice():
+    dev = sim(compute_units=2)
+    spec = SimKernelSpec(
+        "acc", 10, params=["src", "dst"], blocks_per_cu=1,
+        effect={"op": "accumulate", "src": "src", "dst": "dst", "n": 8, "scale": 2.0},
+    )  # fmt: skip
+    k = dev.load_module(spec).get_kernel("acc")
+    src, dst = dev.alloc(32), dev.alloc(32)
+    dev.copy_to_device(src, np.arange(8, dtype=np.float32))
+    dev.copy_to_device(dst, np.ones(8, dtype=np.float32))
+    s = dev.create_stream()
+    k.bind(LaunchConfig(4, 64), [src, dst]).launch(s)  # 4 blocks of 2 elements, 2 rounds
+    dev.run_until(15)
+    assert dev.kill_running_waves() == 2
+    dev.synchronize()
+    words = np.frombuffer(dev.peek(dst, 32), dtype="<u4")
+    got = np.frombuffer(dev.peek(dst, 32), dtype=np.float32)
+    np.testing.assert_array_equal(got[:4], 1 + 2 * np.arange(4, dtype=np.float32))
+    assert words[4:].tolist() == [0xDEADBEEF] * 4

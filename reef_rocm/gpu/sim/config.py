@@ -123,6 +123,9 @@ class SimConfig:
     flag_visibility_us: float = 6.0  # "packet": queue head -> value in memory
     blit_time_us: float = 1.0  # "blit": run time of the one-work-item blit kernel (estimate)
     block_skip_us: float = 0.5  # a block that sees the flag at start returns after this
+    # blocks that leave at a poll or are killed fill their slice of every output their
+    # declarative effect writes with 0xDEADBEEF words (partial writes; see docs/sim.md)
+    poison_partial_writes: bool = True
     block_time_jitter: float = 0.0  # each block's time scaled by 1 +- U(0, jitter), seeded
     seed: int = 0
     priority_range: tuple[int, int] | None = None  # (least, most urgent); None: per vendor

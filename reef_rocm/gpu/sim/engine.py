@@ -32,6 +32,13 @@ from reef_rocm.gpu.sim.memory import SimMemory
 from reef_rocm.gpu.sim.ops import HwQueue, KernelRun, RunningBlock, StreamOp, StreamQueue
 from reef_rocm.gpu.sim.trace import OUTCOMES, SimTrace, TraceRecord
 
+#: what a block that stopped part-way leaves in its output slice (0xDEADBEEF words, LE)
+POISON_WORD = b"\xef\xbe\xad\xde"
+
+
+def poison(nbytes: int) -> bytes:
+    return (POISON_WORD * (nbytes // 4 + 1))[:nbytes]
+
 
 class SimEngine:
     """Clock, event heap, stream queues, dispatch and the life of every block."""
@@ -65,6 +72,7 @@ class SimEngine:
         self.counts = dict.fromkeys(OUTCOMES, 0)
         self.counts.update(kernels=0, kills=0, killed_blocks=0, queue_resets=0)
         self.busy_ns = 0  # CU-occupancy-weighted busy time, for utilisation stats
+        self._poison = config.poison_partial_writes
         self._lat_ns = {  # cached ns values of config times
             "dispatch": ns(config.dispatch_latency_us),
             "visibility": ns(config.flag_visibility_us),
@@ -347,6 +355,15 @@ class SimEngine:
         self.counts[outcome] += 1
         spec = run.spec
         assert spec is not None and run.config is not None
+        if outcome in ("polled_out", "killed") and run.effect is not None and self._poison:
+            # a block stopped part-way has stored some of its outputs: model the worst case,
+            # its whole slice of every output it writes holds garbage
+            ctx = SimBlockContext(
+                spec.name, blk.index, run.config.grid, run.config.block, spec.params,
+                run.args, self.memory, us(self.now),
+            )  # fmt: skip
+            for addr, nbytes in run.effect.writes(ctx):
+                self.memory.write(addr, poison(nbytes))
         if outcome == "completed":
             if spec.on_block is not None or run.effect is not None:
                 ctx = SimBlockContext(
