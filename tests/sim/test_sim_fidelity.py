@@ -276,3 +276,49 @@ def test_killed_blocks_leave_a_deterministic_pattern_in_their_slice():
     got = np.frombuffer(dev.peek(dst, 32), dtype=np.float32)
     np.testing.assert_array_equal(got[:4], 1 + 2 * np.arange(4, dtype=np.float32))
     assert words[4:].tolist() == [0xDEADBEEF] * 4
+
+
+# ---------------------------------------------------------------------------------------
+# (e) swappable block dispatcher
+
+
+def cus_used(dispatcher: str) -> list[int]:
+    dev = sim(compute_units=4, dispatcher=dispatcher)
+    k = dev.load_module(SimKernelSpec("k", 10, params=["out"], blocks_per_cu=2)).get_kernel("k")
+    k.bind(LaunchConfig(4, 64), [dev.alloc(64)]).launch(dev.create_stream())
+    dev.synchronize()
+    return sorted(r.cu for r in dev.trace.blocks("k"))
+
+
+def test_dispatcher_is_chosen_by_option():
+    assert cus_used("least-loaded") == [0, 1, 2, 3]  # spread (default)
+    assert cus_used("packed") == [0, 0, 1, 1]  # two per CU on as few CUs as possible
+    with pytest.raises(ValueError, match="unknown dispatcher 'dkp'"):
+        sim(dispatcher="dkp")
+
+
+def test_a_registered_dispatcher_places_blocks_and_is_checked():
+    from reef_rocm.errors import GpuError
+    from reef_rocm.gpu.sim.dispatch import CAPACITY, DISPATCHERS, register_dispatcher
+
+    class LastCuOnly:
+        name = "last-cu"
+
+        def place(self, run, cus, used):
+            c = max(cus)
+            return [c] * min(run.num_blocks - run.next_block, (CAPACITY - used[c]) // run.units)
+
+    class Overfill(LastCuOnly):
+        name = "overfill"
+
+        def place(self, run, cus, used):
+            return [max(cus)] * (run.num_blocks - run.next_block)
+
+    register_dispatcher("last-cu", LastCuOnly)
+    register_dispatcher("overfill", Overfill)
+    try:
+        assert cus_used("last-cu") == [3, 3, 3, 3]  # two rounds on CU 3
+        with pytest.raises(GpuError, match="overfill.*does not fit"):
+            cus_used("overfill")
+    finally:
+        del DISPATCHERS["last-cu"], DISPATCHERS["overfill"]

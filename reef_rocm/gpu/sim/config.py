@@ -10,6 +10,7 @@ from reef_rocm.codeobj.model import KernelResources
 from reef_rocm.codeobj.occupancy import AmdArch, NvidiaArch, get_arch
 from reef_rocm.codeobj.occupancy import occupancy as codeobj_occupancy
 from reef_rocm.gpu.api import Capabilities
+from reef_rocm.gpu.sim.dispatch import DISPATCHERS
 
 GiB = 1 << 30
 
@@ -126,6 +127,7 @@ class SimConfig:
     # blocks that leave at a poll or are killed fill their slice of every output their
     # declarative effect writes with 0xDEADBEEF words (partial writes; see docs/sim.md)
     poison_partial_writes: bool = True
+    dispatcher: str = "least-loaded"  # block placement, a name in sim.dispatch.DISPATCHERS
     block_time_jitter: float = 0.0  # each block's time scaled by 1 +- U(0, jitter), seeded
     seed: int = 0
     priority_range: tuple[int, int] | None = None  # (least, most urgent); None: per vendor
@@ -161,6 +163,10 @@ class SimConfig:
             raise ValueError("sim: copy_bandwidth_gbps must be > 0")
         if not 0 <= self.block_time_jitter < 1:
             raise ValueError("sim: block_time_jitter must be in [0, 1)")
+        if self.dispatcher not in DISPATCHERS:
+            raise ValueError(
+                f"sim: unknown dispatcher {self.dispatcher!r}; registered: {', '.join(DISPATCHERS)}"
+            )
         if self.write_value_model not in (None, *WRITE_VALUE_MODELS):
             raise ValueError(
                 f"sim: write_value_model must be one of {WRITE_VALUE_MODELS}, "

@@ -26,7 +26,7 @@ from typing import Any
 from reef_rocm.errors import GpuError
 from reef_rocm.gpu.sim.config import SimConfig
 from reef_rocm.gpu.sim.context import SimBlockContext
-from reef_rocm.gpu.sim.dispatch import CAPACITY, LeastLoadedRoundRobin
+from reef_rocm.gpu.sim.dispatch import CAPACITY, make_dispatcher
 from reef_rocm.gpu.sim.labels import SIM_TAG, ns, us
 from reef_rocm.gpu.sim.memory import SimMemory
 from reef_rocm.gpu.sim.ops import HwQueue, KernelRun, RunningBlock, StreamOp, StreamQueue
@@ -49,7 +49,7 @@ class SimEngine:
         self.config = config
         self.memory = memory
         self.trace = trace
-        self.dispatcher = LeastLoadedRoundRobin()
+        self.dispatcher = make_dispatcher(config.dispatcher)
         self.now = 0
         self._heap: list[tuple[int, int, Callable[..., None], tuple[Any, ...]]] = []
         self._seq = 0
@@ -304,10 +304,16 @@ class SimEngine:
         for run in self._active:
             mask = run.stream.cu_set
             allowed = cus if mask is None else [c for c in cus if c in mask]
-            remaining = run.num_blocks - run.next_block
-            if remaining <= 0 or not allowed:
+            if run.next_block >= run.num_blocks or not allowed:
                 continue
-            for cu in self.dispatcher.place(run.units, remaining, allowed, self.used):
+            for cu in self.dispatcher.place(run, allowed, self.used):
+                if self.used[cu] + run.units > CAPACITY or run.next_block >= run.num_blocks:
+                    raise GpuError(
+                        "sim.dispatch",
+                        1,
+                        f"dispatcher {self.dispatcher.name!r} placed a block of {run.name} "
+                        f"where it does not fit (CU {cu}) or beyond the grid {SIM_TAG}",
+                    )
                 self._start_block(run, cu)
         self._active = [r for r in self._active if r.next_block < r.num_blocks]
 
