@@ -95,17 +95,19 @@ def default_capabilities(arch: ArchModel) -> Capabilities:
 class SimConfig:
     """Every knob of one simulated device; ``open_device("sim", **options)`` fills it.
 
-    Times are microseconds of virtual time. Defaults come from REFERENCE.md section 5 (H100):
-    3.7 us per launch, ~6 us for a stream write-value to become visible, ~9.5 us for a launch +
-    synchronize round trip (split here as 3.7 launch + 2 dispatch + ~1.8 empty kernel + 2 sync
-    wake-up; that split was not measured). Costs marked "estimate" were not measured at all.
+    Times are microseconds of virtual time. Measured on an H100 80GB HBM3 (driver 580, CUDA
+    13.0, 2026-11-24, one run): C++ ``cuLaunchKernel`` 3.6-3.75 us per launch (3.7 here); a
+    flag written with ``cuStreamWriteValue32`` visible to the GPU after ~6 us (p50); a launch +
+    synchronize round trip ~9.5 us p50, split here as 3.7 launch + 2 dispatch + ~1.8 empty
+    kernel + 2 sync wake-up (that split was not measured). Nothing was measured on an AMD GPU.
+    Costs marked "estimate" were not measured at all.
     """
 
     arch: str = "gfx90a"
     compute_units: int | None = None  # None: the arch's count
     memory_bytes: int | None = None  # None: the arch's; caps the sum of live allocations
     # host side: each call advances the one virtual clock by its cost
-    launch_overhead_us: float = 3.7
+    launch_overhead_us: float = 3.7  # H100 cuLaunchKernel, measured (see above)
     stream_op_overhead_us: float = 1.0  # write_value32 / event record / wait_event (estimate)
     query_overhead_us: float = 0.5  # stream/event query (estimate); >0 so polling loops progress
     sync_latency_us: float = 2.0  # device done -> a blocked host thread wakes up
@@ -121,7 +123,7 @@ class SimConfig:
     # for one to leave), starts dispatch_latency_us after reaching the head and writes the
     # value when it ends, blit_time_us later.
     write_value_model: str | None = None
-    flag_visibility_us: float = 6.0  # "packet": queue head -> value in memory
+    flag_visibility_us: float = 6.0  # "packet": queue head -> value in memory (H100, measured)
     blit_time_us: float = 1.0  # "blit": run time of the one-work-item blit kernel (estimate)
     block_skip_us: float = 0.5  # a block that sees the flag at start returns after this
     # blocks that leave at a poll or are killed fill their slice of every output their
