@@ -190,6 +190,21 @@ def test_profile_package_replays_measured_times(tmp_path):
     assert dur == pytest.approx({"conv": 24.0, "relu": 3.0, "conv_2": 12.0})
 
 
+def test_duration_plans_last_their_duration_whatever_the_block_count(tmp_path):
+    plans = [
+        SimKernelPlan("many", grid=300, block=256, duration_us=12),  # 3 rounds on 104 CUs
+        SimKernelPlan("few", grid=(2, 2), block=64, duration_us=7, blocks_per_cu=4),
+    ]
+    path = build_sim_package(tmp_path / "d", "d", plans, elements=1024)  # gfx90a, 104 CUs
+    dev = open_device("sim", trace=True)
+    with ModelInstance(dev, path) as inst:
+        inst.run(ModelPackage.load(path).reference_inputs())
+    dur = {k.name: k.end_us - k.start_us for k in dev.trace.kernels()}
+    assert dur == pytest.approx({"many": 12.0, "few": 7.0})
+    # more blocks than elements is fine: the extra blocks own no slice
+    assert len(dev.trace.blocks("many")) == 300
+
+
 def test_timing_only_package_has_no_reference_output(tmp_path):
     path = build_sim_package(tmp_path / "t", "t", PLANS, functional=False, elements=N)
     p = ModelPackage.load(path)
