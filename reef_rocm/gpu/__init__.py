@@ -25,6 +25,7 @@ from reef_rocm.gpu.api import (
     LaunchConfig,
     Module,
     PreemptLevel,
+    Resource,
     Stream,
     Vendor,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "Module",
     "ParamBlock",
     "PreemptLevel",
+    "Resource",
     "Stream",
     "Vendor",
     "open_device",
