@@ -227,8 +227,9 @@ def preempted_rerun(tmp_path, skip_partial: bool, **sim_kw) -> tuple[np.ndarray,
     dev = open_device("sim", compute_units=4, trace=True, **sim_kw)
     with ModelInstance(dev, path, variant="preemptible") as inst:
         np.testing.assert_array_equal(inst.run([x])[0], ref)  # buffers now hold good values
+        dev.trace.clear()
         s = dev.create_stream()
-        inst.reset_slots()
+        inst.begin(s)
         inst.set_input(0, x, s)
         inst.launch_range(s)
         while not any(b.name == "k1" for b in dev.trace.blocks()):
@@ -237,13 +238,12 @@ def preempted_rerun(tmp_path, skip_partial: bool, **sim_kw) -> tuple[np.ndarray,
         dev.memset32(inst.preempt_flag, 1, 1)
         s.synchronize()
         assert {b.outcome for b in dev.trace.blocks("k1")} >= {"completed", "polled_out"}
+        inst.read_slots(s)
         start = inst.first_incomplete()
         assert start == 1
         dev.memset32(inst.preempt_flag, 0, 1)
-        dev.memset32(inst.completion_slots, 0, inst.num_kernels)
-        inst.launch_range(s, start + 1 if skip_partial else start)
-        s.synchronize()
-        return inst.get_output(0), ref
+        inst.resume(s, start + 1 if skip_partial else start)
+        return inst.get_output(0, s), ref
 
 
 def test_resume_that_skips_a_partly_run_kernel_gives_wrong_output(tmp_path):
