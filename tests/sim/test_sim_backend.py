@@ -600,6 +600,12 @@ def test_module_from_profile_replays_measured_durations():
     assert dev.now_us == 30.0 and dev.peek_u32(bufs[3]) == 12
     with pytest.raises(ValueError, match="compute_units"):
         SimModuleSpec.from_profile({"kernels": profile["kernels"]})
+    # what `reef profile` writes: us_median instead of duration_us
+    reef = {"kernels": [{"name": "conv", "us_median": 30.0, "grid": [12, 1, 1],
+                         "block": [256, 1, 1]}]}  # fmt: skip
+    assert SimModuleSpec.from_profile(reef, compute_units=4).kernel("conv").block_time_us == 10.0
+    with pytest.raises(ValueError, match="neither duration_us nor us_median"):
+        SimModuleSpec.from_profile({"kernels": [{"name": "x", "grid": [1]}]}, compute_units=4)
 
 
 def scenario(**kw) -> dict:

@@ -35,8 +35,8 @@ class StreamQueue:
 
     id: int
     priority: int
-    cu_set: frozenset[int] | None = None
-    hw: HwQueue = field(default_factory=lambda: HwQueue(-1, 0))
+    cu_set: frozenset[int] | None
+    hw: HwQueue
     ops: deque[StreamOp] = field(default_factory=deque)
     blocking: bool = False
 

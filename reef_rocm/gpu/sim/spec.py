@@ -281,7 +281,8 @@ class SimModuleSpec:
                           "params": ["ptr", ...] or [{"name": .., "type": ..}, ...],
                           "num_args": 3}, ...]}
 
-        ``"kernels"`` may also be a mapping name -> record. A kernel's blocks ran in
+        ``"kernels"`` may also be a mapping name -> record; ``us_median`` (what ``reef profile``
+        writes) stands in for ``duration_us``. A kernel's blocks ran in
         ``ceil(blocks / (compute_units * blocks_per_cu))`` rounds, so its block time is the
         duration divided by that count (``blocks_per_cu`` defaults to 1 and is pinned on the
         spec, so the sim replays the measured duration on a device with the same CU count).
@@ -311,7 +312,7 @@ class SimModuleSpec:
             if len(shapes) > 1:
                 raise ValueError(f"profile kernel {kname!r} appears with launch shapes {shapes}")
             r0 = recs[0]
-            duration = sum(float(r["duration_us"]) for r in recs) / len(recs)
+            duration = sum(_duration(r, kname) for r in recs) / len(recs)
             blocks = math.prod(int(x) for x in r0.get("grid", (1,)))
             per_cu = int(r0.get("blocks_per_cu", 1))
             rounds = math.ceil(blocks / (cus * per_cu))
@@ -347,6 +348,14 @@ class SimModuleSpec:
                 )
             )
         return cls(tuple(specs), name or str(prof.get("name", "")))
+
+
+def _duration(record: Mapping[str, Any], name: str) -> float:
+    """A profiled kernel's time: ``duration_us``, or ``us_median`` as ``reef profile`` writes."""
+    for key in ("duration_us", "us_median"):
+        if key in record:
+            return float(record[key])
+    raise ValueError(f"profile kernel {name!r} has neither duration_us nor us_median")
 
 
 def _load_json(src: Mapping[str, Any] | str | bytes | os.PathLike[str]) -> Mapping[str, Any]:
