@@ -55,6 +55,7 @@ def test_streams_beyond_the_hw_queue_count_share_a_queue_in_order():
     for s in streams:
         launch.launch(s)
     dev.synchronize()
+    assert [s.hw_queue for s in streams] == [0, 1, 2, 3, 0]
     # stream 4 is on stream 0's hardware queue: it waits although 3 CUs are idle
     assert starts(dev) == {0: 0.0, 1: 0.0, 2: 0.0, 3: 0.0, 4: 10.0}
     wide = sim(hw_queues=8)

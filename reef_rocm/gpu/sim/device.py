@@ -114,6 +114,11 @@ class SimStream(Stream):
         return len(self._q.ops)
 
     @property
+    def hw_queue(self) -> int:
+        """The hardware queue this stream is mapped onto (streams on one are in order)."""
+        return self._q.hw.id
+
+    @property
     def pending_kernels(self) -> int:
         return sum(op.kind == "kernel" for op in self._q.ops)
 
@@ -166,7 +171,7 @@ class SimStream(Stream):
     def __repr__(self) -> str:
         mask = f" cu_mask={list(self.cu_mask)}" if self.cu_mask is not None else ""
         return (
-            f"<SimStream {self.id} priority={self.priority}{mask} "
+            f"<SimStream {self.id} priority={self.priority}{mask} hw_queue={self._q.hw.id} "
             f"pending={len(self._q.ops)} {SIM_TAG}>"
         )
 
