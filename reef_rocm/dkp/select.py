@@ -1,0 +1,131 @@
+"""Kernel selection: which BE kernel (and how much of it) pads an RT kernel.
+
+REEF's two rules, per RT kernel:
+
+1. the BE work's expected time on the CUs the RT kernel leaves idle must not exceed the RT
+   kernel's time (padding must not make the launch longer than the RT kernel);
+2. padding must not lower the RT kernel's occupancy: the proxy kernel that runs both callees
+   (its register budget, the larger dynamic shared memory, the common block size) must fit at
+   least as many blocks per CU as the RT kernel alone.
+
+Because DKP-ready kernels run any range of their virtual blocks, rule 1 picks a *count*: the
+largest number of the BE kernel's next virtual blocks that fits in the RT kernel's time (0:
+the BE kernel is not eligible). The dispatcher also stops taking BE work when the RT kernel
+finished, so an estimate that was too optimistic costs at most one BE virtual block.
+
+Time model (from one profile per kernel: its time alone on the whole device, grid, block):
+a kernel of G blocks at b resident blocks per CU on S CUs runs ceil(G / (S*b)) waves; one
+wave lasts ``us / waves``; BE blocks on S' CUs at the proxy's b' blocks per CU take
+ceil(g / (S'*b')) waves of that length. The wave length is taken as independent of the
+occupancy and of the RT kernel running next to it (REEF measured latency per occupancy level;
+the zoo profiles have one level per kernel: docs/dkp.md says what is left).
+
+Everything a selection needs is precomputed into small objects, so ``select`` is a loop over
+the few BE candidates with integer arithmetic (timed by tools/bench_dkp.py).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from reef_rocm.dkp.build import ProxyBuild
+from reef_rocm.dkp.proxy import choose_proxy, proxy_blocks_per_cu
+from reef_rocm.dkp.split import cus_needed
+from reef_rocm.errors import UnsupportedError
+
+
+@dataclass(frozen=True)
+class KernelProfile:
+    """What selection knows about one kernel (from its profile and code objects)."""
+
+    name: str
+    blocks: int  # virtual blocks (the plain grid's blocks)
+    threads: int  # threads per block
+    us: float  # time alone on the whole device (profile us_median)
+    blocks_per_cu: int  # resident blocks per CU of the kernel alone (its plain code object)
+    body_registers: int  # registers of its DKP-ready code (dkp variant code object)
+    body_smem: int  # dynamic shared memory its DKP body needs
+
+    def wave_us(self, compute_units: int) -> float:
+        waves = math.ceil(self.blocks / (compute_units * self.blocks_per_cu))
+        return self.us / waves
+
+
+@dataclass(frozen=True)
+class Padding:
+    """A selected padding: run ``be_count`` virtual blocks of BE candidate ``be`` from its
+    cursor next to the RT kernel, on ``rt_cus`` RT CUs, with ``proxy``."""
+
+    be: int  # index into the candidates passed to select
+    be_count: int
+    rt_cus: int
+    proxy: ProxyBuild
+    blocks_per_cu: int  # the proxy's occupancy for this pair
+    est_be_us: float
+
+
+@dataclass(frozen=True)
+class BeCandidate:
+    """A BE task's next kernel and how many of its virtual blocks are left."""
+
+    kernel: KernelProfile
+    remaining: int
+
+
+class Selector:
+    """Selection on one device for one DKP build."""
+
+    def __init__(self, arch: str, compute_units: int, proxies: Sequence[ProxyBuild]) -> None:
+        if compute_units < 1:
+            raise ValueError(f"compute_units={compute_units}")
+        if not proxies:
+            raise ValueError("a DKP build without proxy kernels")
+        self.arch = arch
+        self.compute_units = compute_units
+        self.proxies = list(proxies)
+
+    def rt_cus(self, rt: KernelProfile) -> int:
+        return cus_needed(rt.blocks, rt.blocks_per_cu, self.compute_units)
+
+    def pair(self, rt: KernelProfile, be: KernelProfile) -> tuple[ProxyBuild, int] | None:
+        """Rule 2 for one pair: the proxy and its blocks per CU, or None (violates the rule or
+        the block sizes differ: one launch has one block shape)."""
+        if rt.threads != be.threads:
+            return None
+        try:
+            proxy = choose_proxy(self.proxies, rt.body_registers, be.body_registers)
+        except UnsupportedError:
+            return None
+        occ = proxy_blocks_per_cu(
+            self.arch, proxy.dispatcher, rt.threads, max(rt.body_smem, be.body_smem)
+        )
+        if occ < rt.blocks_per_cu:
+            return None
+        return proxy, occ
+
+    def select(self, rt: KernelProfile, candidates: Sequence[BeCandidate]) -> Padding | None:
+        """The candidate that keeps the leftover CUs busiest within the RT kernel's time
+        (rules 1 and 2); None when none qualifies or the RT kernel leaves no CU idle."""
+        n_rt = self.rt_cus(rt)
+        free = self.compute_units - n_rt
+        if free <= 0:
+            return None
+        best: Padding | None = None
+        for i, c in enumerate(candidates):
+            if c.remaining <= 0:
+                continue
+            ok = self.pair(rt, c.kernel)
+            if ok is None:
+                continue
+            proxy, occ = ok
+            wave = c.kernel.wave_us(self.compute_units)
+            waves = int(rt.us // wave) if wave > 0 else 0  # rule 1: whole waves within rt.us
+            count = min(c.remaining, waves * free * occ)
+            if count <= 0:
+                continue
+            est = math.ceil(count / (free * occ)) * wave
+            if best is None or est > best.est_be_us:
+                best = Padding(i, count, n_rt, proxy, occ, est)
+        return best
