@@ -74,7 +74,9 @@ class BeCursor:
 
     def reset(self, stream: Stream, start: int = 0) -> None:
         if start < self.num_kernels:
-            self.device.memset32(self._buf.offset(8 * start), 0, 2 * (self.num_kernels - start), stream)
+            self.device.memset32(
+                self._buf.offset(8 * start), 0, 2 * (self.num_kernels - start), stream
+            )
 
     def read_async(self, stream: Stream) -> Any:
         self.device.copy_to_host(self._host, self._buf, stream)
@@ -121,7 +123,13 @@ class DkpRuntime:
     """A DKP build loaded on one device (every proxy class), its CU table and counters."""
 
     def __init__(self, device: Device, build: DkpBuild, hw_ids: list[int] | None = None) -> None:
-        want = "nvidia" if device.info.backend == "cuda" else "amd" if device.info.backend in ("hip", "hsa") else None
+        want = (
+            "nvidia"
+            if device.info.backend == "cuda"
+            else "amd"
+            if device.info.backend in ("hip", "hsa")
+            else None
+        )
         if want != build.vendor or (device.info.arch and device.info.arch != build.arch):
             raise UnsupportedError(f"DKP build for {build.vendor}:{build.arch}, device is "
                                    f"{device.info.backend}:{device.info.arch}")  # fmt: skip
@@ -231,8 +239,10 @@ class DkpRuntime:
             bi = b.body_index(be.package.name, be_kernel)
             bbody = b.bodies[bi].body
             if bbody.threads != rbody.threads:
-                raise UnsupportedError(f"{rbody.kernel} has {rbody.threads} threads per block, "
-                                       f"{bbody.kernel} {bbody.threads}: one launch, one block size")  # fmt: skip
+                raise UnsupportedError(
+                    f"{rbody.kernel} has {rbody.threads} threads per block, {bbody.kernel} "
+                    f"{bbody.threads}: one launch has one block size"
+                )
             n = be.package.manifest.variant("dkp").kernels[be_kernel].dkp.virtual_blocks
             count = n - be_begin if be_count is None else be_count
             if not (0 <= be_begin and 0 <= count and be_begin + count <= n):
@@ -251,10 +261,20 @@ class DkpRuntime:
         grid = grid_blocks or self.blocks_for(proxy, rbody.threads, smem)
         flag = self._flag if preempt_flag is None else preempt_flag
         args = [
-            np.int32(ri), DevicePtr(rbuf.ptr), np.int32(0), np.int32(rt_count),
-            np.int32(bi), DevicePtr(bbuf.ptr), np.int32(be_begin), np.int32(count),
-            be_next, be_done, DevicePtr(flag.ptr if hasattr(flag, "ptr") else int(flag)),
-            DevicePtr(self._work.ptr), DevicePtr(self._table.ptr), np.int32(MAX_TABLE),
+            np.int32(ri),
+            DevicePtr(rbuf.ptr),
+            np.int32(0),
+            np.int32(rt_count),
+            np.int32(bi),
+            DevicePtr(bbuf.ptr),
+            np.int32(be_begin),
+            np.int32(count),
+            be_next,
+            be_done,
+            DevicePtr(flag.ptr if hasattr(flag, "ptr") else int(flag)),
+            DevicePtr(self._work.ptr),
+            DevicePtr(self._table.ptr),
+            np.int32(MAX_TABLE),
         ]
         cfg = LaunchConfig((grid, 1, 1), (rbody.threads, 1, 1), smem)
         bound = mod.get_kernel(DISPATCH_KERNEL).bind(cfg, args)

@@ -26,9 +26,7 @@ def choose_proxy(proxies: Sequence[ProxyBuild], *callee_registers: int) -> Proxy
     fits = [p for p in proxies if p.budget >= need]
     if not fits:
         top = max(p.budget for p in proxies)
-        raise UnsupportedError(
-            f"callees need {need} registers; the largest proxy budget is {top}"
-        )
+        raise UnsupportedError(f"callees need {need} registers; the largest proxy budget is {top}")
     return min(fits, key=lambda p: p.budget)
 
 

@@ -41,13 +41,16 @@ POINTER_BYTES = 8
 SMEM_ALIGN = 16  # at least the widest vector type above
 
 _KERNEL_DEF = re.compile(
-    r'extern "C" __global__ void (?:__launch_bounds__\(\d+(?:,\s*\d+)?\) )?(\w+)\(([^)]*)\)\s*([;{])'
+    r'extern "C" __global__ void (?:__launch_bounds__\(\d+(?:,\s*\d+)?\) )?'
+    r"(\w+)\(([^)]*)\)\s*([;{])"
 )
 _SHARED = re.compile(
     r"(?P<indent>[ \t]*)__shared__ (?:alignas\((?P<align>\d+)\) )?(?P<type>[A-Za-z_]\w*(?: \w+)?) "
     r"(?P<name>\w+)\[(?P<n>\d+)\];"
 )
-_DYN_SHARED = re.compile(r"extern __shared__ (?:__align__\(\d+\) )?(?:alignas\(\d+\) )?(\w+) (\w+)\[\];")
+_DYN_SHARED = re.compile(
+    r"extern __shared__ (?:__align__\(\d+\) )?(?:alignas\(\d+\) )?(\w+) (\w+)\[\];"
+)
 _FORBIDDEN = re.compile(r"\b(blockIdx\.[yz]|gridDim|blockDim)\b")
 
 
@@ -67,7 +70,9 @@ class Param:
         try:
             return C_TYPES[self.ctype]
         except KeyError:
-            raise UnsupportedError(f"parameter {self.name}: unknown C type {self.ctype!r}") from None
+            raise UnsupportedError(
+                f"parameter {self.name}: unknown C type {self.ctype!r}"
+            ) from None
 
 
 @dataclass(frozen=True)
@@ -167,7 +172,9 @@ def _rewrite_shared(kernel: str, body: str, dynamic_bytes: int) -> tuple[str, in
         nonlocal off
         ctype = m.group("type")
         if ctype not in C_TYPES:
-            raise UnsupportedError(f"{kernel}: shared array {m.group('name')} of unknown type {ctype!r}")
+            raise UnsupportedError(
+                f"{kernel}: shared array {m.group('name')} of unknown type {ctype!r}"
+            )
         align = max(SMEM_ALIGN, int(m.group("align") or 0))
         off = (off + align - 1) // align * align
         at = off
@@ -202,15 +209,19 @@ def make_body(tag: str, kernel: LaunchRecord, plist: str, body: str) -> KernelBo
     params = parse_params(plist)
     names = [p.name for p in params]
     want = [a["name"] if a["kind"] == "reef_param" else None for a in kernel.args]
-    if len(names) != len(want) or any(w is not None and w != n for w, n in zip(want, names)):
+    if len(names) != len(want) or any(
+        w is not None and w != n for w, n in zip(want, names, strict=True)
+    ):
         raise UnsupportedError(
             f"{kernel.name}: source parameters {names} do not match the manifest's arguments"
         )
     roles = dict(kernel.dkp.params)
     other = [a for a in kernel.args if a["kind"] == "reef_param" and a["name"] not in roles]
     if other:
-        raise UnsupportedError(f"{kernel.name}: reef_ parameters {other} are not DKP scalars "
-                               "(a preemptible DKP kernel?); bodies take the dkp variant")
+        raise UnsupportedError(
+            f"{kernel.name}: reef_ parameters {other} are not DKP scalars "
+            "(a preemptible DKP kernel?); bodies take the dkp variant"
+        )
     body, smem = _rewrite_shared(kernel.name, body, kernel.shared_mem)
     body = re.sub(r"\bblockIdx\.x\b", "0u", body)
     body = re.sub(r"\bthreadIdx\.", "reef_tid.", body)
