@@ -24,7 +24,7 @@
 // * the per-launch RT counters reset themselves: the last block to leave zeroes them.
 #pragma once
 
-#if defined(__HIP_PLATFORM_AMD__) || defined(__HIP_PLATFORM_HCC__)
+#if defined(__HIP__) || defined(__HIP_PLATFORM_AMD__) || defined(__HIP_PLATFORM_HCC__)
 #define REEF_DKP_AMD 1
 #include <hip/hip_runtime.h>
 #else
@@ -41,6 +41,16 @@
 typedef void (*reef_dkp_body_t)(const unsigned char* args, int vblock, unsigned char* smem);
 
 extern "C" __device__ reef_dkp_body_t reef_dkp_bodies[REEF_DKP_NUM_BODIES];
+
+// The register budget of a proxy class. NVIDIA: the build passes -maxrregcount (every
+// function of the code object). AMD has no such flag; the build defines REEF_DKP_VGPRS and the
+// dispatcher kernel carries amdgpu_num_vgpr (LLVM gives indirectly called functions the
+// registers the calling kernel allows).
+#if REEF_DKP_AMD && defined(REEF_DKP_VGPRS)
+#define REEF_DKP_BUDGET __attribute__((amdgpu_num_vgpr(REEF_DKP_VGPRS)))
+#else
+#define REEF_DKP_BUDGET
+#endif
 
 // Per-launch counters (zeroed by the host once, then by the last block of every launch).
 struct reef_dkp_work {
@@ -135,7 +145,7 @@ __device__ __forceinline__ void reef_dkp_dispatch(
 
 // The kernel the host launches (one per code object; each code object of a build is one
 // proxy class, compiled with its own register budget).
-extern "C" __global__ void reef_dkp_dispatch_kernel(
+extern "C" __global__ void REEF_DKP_BUDGET reef_dkp_dispatch_kernel(
     int rt_fn, const unsigned char* rt_args, int rt_begin, int rt_count,
     int be_fn, const unsigned char* be_args, int be_begin, int be_count,
     unsigned* be_next, unsigned* be_slot, const int* preempt_flag,
@@ -159,7 +169,7 @@ extern "C" __global__ void reef_dkp_probe_hw_ids(unsigned* out) {
 // One body through the table, one virtual block per block of a plain grid, no dispatcher
 // logic: against the package's own kernel this isolates the cost of the indirect call
 // (tools/bench_dkp.py, the paper's Fig. 16).
-extern "C" __global__ void reef_dkp_indirect_kernel(int fn, const unsigned char* args, int begin) {
+extern "C" __global__ void REEF_DKP_BUDGET reef_dkp_indirect_kernel(int fn, const unsigned char* args, int begin) {
 #if REEF_DKP_AMD
   HIP_DYNAMIC_SHARED(unsigned char, reef_dkp_smem)
 #else

@@ -3,7 +3,7 @@
 One translation unit holds the bodies of every kernel of the given packages (the package's
 dkp-variant CUDA source, rewritten by ``reef_rocm.dkp.source``), the dispatcher
 (``hip_kernels/reef_dkp_dispatch.cuh``) and the table of body pointers. It is compiled once
-per register budget (``-maxrregcount`` / ``-mllvm -amdgpu-...`` is not used on AMD, see
+per register budget (``-maxrregcount`` on NVIDIA, ``amdgpu_num_vgpr`` on AMD, see
 ``hip_cmd``): each code object is a *proxy kernel* (REEF's term) whose dispatcher and bodies
 share one register allocation; the padded launch picks the smallest budget that covers both
 callees (``reef_rocm.dkp.proxy``). Resource usage of each build is read back from the code
@@ -28,9 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from reef_rocm.codeobj import KernelResources, read_code_object
-from reef_rocm.dkp.source import KernelBody, PackageBodies, package_bodies
+from reef_rocm.dkp.source import ArgLayout, KernelBody, PackageBodies, Param, package_bodies
 from reef_rocm.errors import ReefError, UnsupportedError
 from reef_rocm.package.files import ModelPackage
+from reef_rocm.package.manifest import LaunchRecord
 
 HIP_KERNELS = Path(__file__).resolve().parents[2] / "hip_kernels"
 DISPATCH_HEADER = "reef_dkp_dispatch.cuh"
@@ -95,6 +96,8 @@ class DkpBuild:
                 {"package": e.package, "kernel_index": e.kernel_index, "kernel": e.body.kernel,
                  "symbol": e.body.symbol, "block": list(e.body.block),
                  "smem_bytes": e.body.smem_bytes, "args_bytes": e.body.layout.nbytes,
+                 "dkp_roles": e.body.dkp_roles,
+                 "params": [[p.ctype, p.name] for p in e.body.params],
                  "fields": [[p.ctype, p.name, off] for p, off in e.body.layout.fields]}
                 for e in self.bodies
             ],
@@ -150,11 +153,9 @@ def nvcc_cmd(nvcc: str, src: Path, out: Path, arch: str, budget: int) -> list[st
 
 
 def hip_cmd(hipcc: str, src: Path, out: Path, arch: str, budget: int) -> list[str]:
-    # AMD has no -maxrregcount; the VGPR budget of a proxy class is given as waves per SIMD
-    # (amdgpu_waves_per_eu would need the attribute in the source; the flag below sets the
-    # same limit for every function of the TU)
+    # AMD has no -maxrregcount: the header puts amdgpu_num_vgpr(REEF_DKP_VGPRS) on the kernels
     return [hipcc, f"--offload-arch={arch}", "--genco", "--no-gpu-bundle-output", "-O3",
-            "-mllvm", f"-amdgpu-num-vgpr={budget}", f"-I{HIP_KERNELS}", "-x", "hip", str(src),
+            f"-DREEF_DKP_VGPRS={budget}", f"-I{HIP_KERNELS}", "-x", "hip", str(src),
             "-o", str(out)]  # fmt: skip
 
 
@@ -191,6 +192,32 @@ def compile_proxies(
     return proxies
 
 
+def build_sources(
+    sources: Sequence[tuple[str, str, Sequence[LaunchRecord]]], out_dir: str | Path, *,
+    vendor: str, arch: str, budgets: Sequence[int], compiler: str | None = None,
+) -> DkpBuild:  # fmt: skip
+    """DKP code objects from ``(name, DKP-ready CUDA source, its dkp-variant kernels)`` per
+    model: the generated TU is compiled once per budget."""
+    if not sources:
+        raise ValueError("no sources given")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    parts, entries, bodies = [], [], []
+    for i, (name, text, kernels) in enumerate(sources):
+        tag = f"reef_m{i}"
+        pb = package_bodies(tag, text, list(kernels))
+        parts.append(pb)
+        for k, b in enumerate(pb.bodies):
+            entries.append(f"{tag}::{b.symbol}")
+            bodies.append(BodyEntry(name, k, b))
+    src = out / f"dkp_{arch}.cu"
+    src.write_text(translation_unit(parts, entries))
+    proxies = compile_proxies(src, out, vendor, arch, budgets, compiler)
+    build = DkpBuild(out, vendor, arch, src.name, bodies, proxies)
+    build.save()
+    return build
+
+
 def build_packages(
     packages: Sequence[ModelPackage | str | Path], out_dir: str | Path, *,
     budgets: Sequence[int] = NVIDIA_BUDGETS, nvcc: str | None = None,
@@ -207,20 +234,31 @@ def build_packages(
                 f"{p.name}: target {t.get('name')}; DKP builds from package sources take CUDA "
                 f"packages of one arch ({arch}); AMD packages carry LLVM IR (docs/dkp.md)"
             )
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    parts, entries, bodies = [], [], []
-    for i, p in enumerate(pkgs):
-        variant = p.manifest.variant("dkp")
-        tag = f"reef_m{i}"
-        pb = package_bodies(tag, source_text(p, "dkp"), variant.kernels)
-        parts.append(pb)
-        for k, b in enumerate(pb.bodies):
-            entries.append(f"{tag}::{b.symbol}")
-            bodies.append(BodyEntry(p.name, k, b))
-    src = out / f"dkp_{arch}.cu"
-    src.write_text(translation_unit(parts, entries))
-    proxies = compile_proxies(src, out, "nvidia", arch, budgets, nvcc)
-    build = DkpBuild(out, "nvidia", arch, src.name, bodies, proxies)
-    build.save()
-    return build
+    names = [p.name for p in pkgs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"packages with the same model name: {names}")
+    srcs = [(p.name, source_text(p, "dkp"), p.manifest.variant("dkp").kernels) for p in pkgs]
+    return build_sources(srcs, out_dir, vendor="nvidia", arch=str(arch), budgets=budgets,
+                         compiler=nvcc)  # fmt: skip
+
+
+def load_build(directory: str | Path) -> DkpBuild:
+    """A build saved by ``build_sources``/``build_packages`` (its ``dkp_build.json``)."""
+    d = Path(directory)
+    try:
+        doc = json.loads((d / BUILD_FILE).read_text())
+    except (OSError, ValueError) as e:
+        raise ReefError(f"{d}: no readable {BUILD_FILE}: {e}") from None
+    bodies = []
+    for e in doc["bodies"]:
+        fields = [(Param(c, n), off) for c, n, off in e["fields"]]
+        layout = ArgLayout(tuple(fields), e["args_bytes"])
+        params = [Param(c, n) for c, n in e["params"]]
+        body = KernelBody(e["kernel"], e["symbol"], tuple(e["block"]), params, layout,
+                          e["smem_bytes"], dict(e.get("dkp_roles", {})))  # fmt: skip
+        bodies.append(BodyEntry(e["package"], e["kernel_index"], body))
+    proxies = []
+    for p in doc["proxies"]:
+        co = read_code_object(d / p["path"])
+        proxies.append(ProxyBuild(p["budget"], p["path"], co.kernels[DISPATCH_KERNEL]))
+    return DkpBuild(d, doc["vendor"], doc["arch"], doc["source"], bodies, proxies, doc["tools"])
