@@ -13,7 +13,12 @@ import pytest
 
 from reef_rocm.codeobj import read_code_object
 from reef_rocm.dkp.build import (
-    DISPATCH_KERNEL, INDIRECT_KERNEL, PROBE_KERNEL, build_packages, build_sources, find_nvcc,
+    DISPATCH_KERNEL,
+    INDIRECT_KERNEL,
+    PROBE_KERNEL,
+    build_packages,
+    build_sources,
+    find_nvcc,
     load_build,
 )  # fmt: skip
 from reef_rocm.dkp.source import ArgLayout, Param, package_bodies, split_kernels
