@@ -23,6 +23,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -177,14 +178,17 @@ def compile_proxies(
         ext, env = "hsaco", dict(os.environ, HIP_PLATFORM="amd")
     else:
         raise ValueError(f"vendor must be nvidia or amd, got {vendor!r}")
-    for b in sorted(set(budgets)):
-        out = out_dir / f"dkp_{arch}_r{b}.{ext}"
-        cmd = (
-            nvcc_cmd(tool, src, out, arch, b)
-            if vendor == "nvidia"
-            else hip_cmd(tool, src, out, arch, b)
-        )
-        _run(cmd, env)
+    order = sorted(set(budgets))
+    outs = [out_dir / f"dkp_{arch}_r{b}.{ext}" for b in order]
+    cmds = [
+        nvcc_cmd(tool, src, o, arch, b) if vendor == "nvidia" else hip_cmd(tool, src, o, arch, b)
+        for b, o in zip(order, outs, strict=True)
+    ]
+    # one compiler per budget in parallel (REEF_DKP_JOBS, default: the CPUs this process may use)
+    jobs = int(os.environ.get("REEF_DKP_JOBS", len(os.sched_getaffinity(0))))
+    with ThreadPoolExecutor(max(1, min(jobs, len(cmds)))) as pool:
+        list(pool.map(lambda c: _run(c, env), cmds))
+    for b, out in zip(order, outs, strict=True):
         co = read_code_object(out)
         if DISPATCH_KERNEL not in co.kernels:
             raise BuildError(f"{out}: no {DISPATCH_KERNEL} kernel in the code object")

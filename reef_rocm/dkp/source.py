@@ -252,16 +252,19 @@ def make_body(tag: str, kernel: LaunchRecord, plist: str, body: str) -> KernelBo
 
 
 def package_bodies(tag: str, source: str, kernels: list[LaunchRecord]) -> PackageBodies:
-    """Bodies for every kernel of a package's dkp variant (``kernels`` in launch order)."""
+    """Bodies for every launch of a package's dkp variant (``kernels`` in launch order; a
+    kernel launched more than once gets one body, listed at each of its launches)."""
     if not re.fullmatch(r"[A-Za-z_]\w*", tag):
         raise ValueError(f"tag {tag!r} must be a C identifier")
     preamble, defs = split_kernels(source)
-    bodies, parts = [], []
+    bodies, parts, made = [], [], {}
     for k in kernels:
         if k.name not in defs:
             raise UnsupportedError(f"kernel {k.name} is not defined in the package source")
-        b = make_body(tag, k, *defs[k.name])
+        b = made.get(k.name)
+        if b is None:  # a kernel launched several times has one body
+            b = made[k.name] = make_body(tag, k, *defs[k.name])
+            parts.append(b.source)
         bodies.append(b)
-        parts.append(b.source)
     code = f"namespace {tag} {{\n" + "\n".join(parts) + f"}}  // namespace {tag}\n"
     return PackageBodies(preamble, bodies, code)

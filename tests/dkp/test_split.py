@@ -6,7 +6,11 @@ import numpy as np
 import pytest
 
 from reef_rocm.dkp.split import (
-    cus_needed, decode_amd_id, encode_amd_id, order_ids, split_cus,
+    cus_needed,
+    decode_amd_id,
+    encode_amd_id,
+    order_ids,
+    split_cus,
 )  # fmt: skip
 
 
