@@ -40,8 +40,8 @@ DISPATCH_KERNEL = "reef_dkp_dispatch_kernel"
 PROBE_KERNEL = "reef_dkp_probe_hw_ids"
 INDIRECT_KERNEL = "reef_dkp_indirect_kernel"
 # register budgets (per thread) of the proxy classes; on sm_90 with 128-thread blocks they
-# are 16, 12, 10, 9, 8, 6, 5, 4, 3 and 2 resident blocks per SM
-NVIDIA_BUDGETS = (32, 40, 48, 56, 64, 80, 96, 128, 168, 255)
+# are 16, 12, 10, 9, 8, 7, 6, 5, 4, 3 and 2 resident blocks per SM
+NVIDIA_BUDGETS = (32, 40, 48, 56, 64, 72, 80, 96, 128, 168, 255)
 BUILD_FILE = "dkp_build.json"
 
 

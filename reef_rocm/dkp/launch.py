@@ -102,21 +102,24 @@ class BeCursor:
 
 
 class PaddedLaunch:
-    """One RT kernel padded with one BE kernel, bound once."""
+    """One RT kernel padded with one BE kernel, bound once (a BoundLaunch of the dispatcher)."""
 
-    def __init__(self, bound: BoundLaunch, keep: list[Any], rt_count: int, be_count: int) -> None:
+    BE_LIMIT_ARG = 7  # dispatcher parameter be_count (reef_dkp_dispatch_kernel)
+
+    def __init__(self, bound: BoundLaunch, rt_count: int, be_count: int) -> None:
         self.bound = bound
-        self._keep = keep  # device buffers with the packed argument structs
         self.rt_count = rt_count
-        self.be_count = be_count
+        self.be_count = be_count  # the BE kernel's virtual blocks in the bound range
+
+    def set_be_limit(self, limit: int) -> None:
+        """Hand out BE virtual blocks only while the cursor is below ``limit`` (in place, no
+        re-pack): with the cursor at ``done`` blocks, ``done + n`` caps this launch at n."""
+        if not 0 <= limit <= self.be_count:
+            raise ValueError(f"BE limit {limit} outside 0..{self.be_count}")
+        self.bound.params.set(self.BE_LIMIT_ARG, np.int32(limit))
 
     def launch(self, stream: Stream) -> None:
         self.bound.launch(stream)
-
-    def close(self) -> None:
-        for b in self._keep:
-            b.free()
-        self._keep = []
 
 
 class DkpRuntime:
@@ -139,6 +142,7 @@ class DkpRuntime:
         self._table: Any = None
         self._work: Any = None
         self._flag: Any = None
+        self._argbufs: dict[tuple[int, int], Any] = {}  # (id(instance), kernel) -> device struct
         try:
             for p in build.proxies:
                 self.modules[p.budget] = device.load_module(build.binary(p))
@@ -227,11 +231,7 @@ class DkpRuntime:
         ri = b.body_index(rt.package.name, rt_kernel)
         rbody = b.bodies[ri].body
         rt_count = rt.package.manifest.variant("dkp").kernels[rt_kernel].dkp.virtual_blocks
-        keep = []
-        rargs = pack_args(b, ri, rt)
-        rbuf = self.device.alloc(rargs.nbytes)
-        keep.append(rbuf)
-        self.device.copy_to_device(rbuf, rargs, stream)
+        rbuf = self.args_buffer(rt, rt_kernel, stream)
         smem = rbody.smem_bytes
         if be is not None:
             if cursor is None:
@@ -247,38 +247,46 @@ class DkpRuntime:
             count = n - be_begin if be_count is None else be_count
             if not (0 <= be_begin and 0 <= count and be_begin + count <= n):
                 raise ValueError(f"BE virtual blocks [{be_begin}, +{count}) of {n}")
-            bargs = pack_args(b, bi, be)
-            bbuf = self.device.alloc(bargs.nbytes)
-            keep.append(bbuf)
-            self.device.copy_to_device(bbuf, bargs, stream)
+            bbuf = self.args_buffer(be, be_kernel, stream)
             smem = max(smem, bbody.smem_bytes)
             be_next, be_done = cursor.next_ptr(be_kernel), cursor.done_ptr(be_kernel)
         else:
             bi, bbuf, count = ri, rbuf, 0
             be_next = be_done = DevicePtr(self._work.ptr + 12)  # the pad word: never read
-        stream.synchronize()  # the host copies of the argument structs go out of scope
+        if smem > self.device.info.max_shared_memory_per_block:
+            limit = self.device.info.max_shared_memory_per_block
+            raise UnsupportedError(f"padded launch needs {smem} B of shared memory, the device "
+                                   f"allows {limit}")  # fmt: skip
         mod = self.modules[proxy.budget]
         grid = grid_blocks or self.blocks_for(proxy, rbody.threads, smem)
         flag = self._flag if preempt_flag is None else preempt_flag
         args = [
-            np.int32(ri),
-            DevicePtr(rbuf.ptr),
-            np.int32(0),
-            np.int32(rt_count),
-            np.int32(bi),
-            DevicePtr(bbuf.ptr),
-            np.int32(be_begin),
-            np.int32(count),
-            be_next,
-            be_done,
-            DevicePtr(flag.ptr if hasattr(flag, "ptr") else int(flag)),
-            DevicePtr(self._work.ptr),
-            DevicePtr(self._table.ptr),
-            np.int32(MAX_TABLE),
-        ]
+            np.int32(ri), DevicePtr(rbuf.ptr), np.int32(0), np.int32(rt_count),
+            np.int32(bi), DevicePtr(bbuf.ptr), np.int32(be_begin), np.int32(count),
+            be_next, be_done, DevicePtr(flag.ptr if hasattr(flag, "ptr") else int(flag)),
+            DevicePtr(self._work.ptr), DevicePtr(self._table.ptr), np.int32(MAX_TABLE),
+        ]  # fmt: skip
         cfg = LaunchConfig((grid, 1, 1), (rbody.threads, 1, 1), smem)
         bound = mod.get_kernel(DISPATCH_KERNEL).bind(cfg, args)
-        return PaddedLaunch(bound, keep, rt_count, count)
+        return PaddedLaunch(bound, rt_count, count)
+
+    def args_buffer(self, inst: ModelInstance, kernel: int, stream: Stream) -> Any:
+        """The device copy of kernel ``kernel``'s argument struct for ``inst`` (packed and
+        copied once, in ``stream`` order; kept until ``forget``/``close``)."""
+        key = (id(inst), kernel)
+        buf = self._argbufs.get(key)
+        if buf is None:
+            host = pack_args(self.build, self.build.body_index(inst.package.name, kernel), inst)
+            buf = self.device.alloc(host.nbytes)
+            self._argbufs[key] = buf
+            self.device.copy_to_device(buf, host, stream)
+            stream.synchronize()  # the host struct goes out of scope
+        return buf
+
+    def forget(self, inst: ModelInstance) -> None:
+        """Free the argument structs of ``inst`` (before closing it)."""
+        for key in [k for k in self._argbufs if k[0] == id(inst)]:
+            self._argbufs.pop(key).free()
 
     def reset_counters(self, stream: Stream) -> None:
         """Zero the per-launch counters: needed only after waves were killed mid-launch (the
@@ -286,6 +294,9 @@ class DkpRuntime:
         self.device.memset32(self._work, 0, WORK_BYTES // 4, stream)
 
     def close(self) -> None:
+        for buf in getattr(self, "_argbufs", {}).values():
+            buf.free()
+        self._argbufs = {}
         for name in ("_table", "_work", "_flag"):
             buf = getattr(self, name, None)
             if buf is not None:

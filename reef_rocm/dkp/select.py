@@ -29,11 +29,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from reef_rocm.dkp.build import ProxyBuild
+from reef_rocm.dkp.build import DkpBuild, ProxyBuild
 from reef_rocm.dkp.proxy import choose_proxy, proxy_blocks_per_cu
 from reef_rocm.dkp.split import cus_needed
-from reef_rocm.errors import UnsupportedError
+from reef_rocm.errors import PackageError, UnsupportedError
+from reef_rocm.package.files import ModelPackage
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,10 @@ class BeCandidate:
 class Selector:
     """Selection on one device for one DKP build."""
 
-    def __init__(self, arch: str, compute_units: int, proxies: Sequence[ProxyBuild]) -> None:
+    def __init__(
+        self, arch: str, compute_units: int, proxies: Sequence[ProxyBuild], *,
+        allow_spill: bool = True,
+    ) -> None:  # fmt: skip
         if compute_units < 1:
             raise ValueError(f"compute_units={compute_units}")
         if not proxies:
@@ -85,25 +90,48 @@ class Selector:
         self.arch = arch
         self.compute_units = compute_units
         self.proxies = list(proxies)
+        self.allow_spill = allow_spill
+        self._pairs: dict[tuple[KernelProfile, KernelProfile], tuple[ProxyBuild, int] | None] = {}
 
     def rt_cus(self, rt: KernelProfile) -> int:
         return cus_needed(rt.blocks, rt.blocks_per_cu, self.compute_units)
 
     def pair(self, rt: KernelProfile, be: KernelProfile) -> tuple[ProxyBuild, int] | None:
-        """Rule 2 for one pair: the proxy and its blocks per CU, or None (violates the rule or
-        the block sizes differ: one launch has one block shape)."""
+        """Rule 2 for one pair: the proxy and its blocks per CU, or None (no proxy keeps the
+        RT kernel's occupancy, or the block sizes differ: one launch has one block size).
+
+        First choice: the smallest budget that covers both callees (no spills). If that proxy
+        holds fewer blocks per CU than the RT kernel alone, REEF's occupancy-class choice: the
+        largest budget whose proxy still holds as many (the callees are then compiled into
+        fewer registers than they had; ``allow_spill=False`` forbids this). Cached per pair.
+        """
+        key = (rt, be)
+        if key in self._pairs:
+            return self._pairs[key]
+        self._pairs[key] = out = self._pair(rt, be)
+        return out
+
+    def _pair(self, rt: KernelProfile, be: KernelProfile) -> tuple[ProxyBuild, int] | None:
         if rt.threads != be.threads:
             return None
+        smem = max(rt.body_smem, be.body_smem)
+
+        def occ(p: ProxyBuild) -> int:
+            return proxy_blocks_per_cu(self.arch, p.dispatcher, rt.threads, smem)
+
         try:
             proxy = choose_proxy(self.proxies, rt.body_registers, be.body_registers)
+            if occ(proxy) >= rt.blocks_per_cu:
+                return proxy, occ(proxy)
         except UnsupportedError:
+            pass
+        if not self.allow_spill:
             return None
-        occ = proxy_blocks_per_cu(
-            self.arch, proxy.dispatcher, rt.threads, max(rt.body_smem, be.body_smem)
-        )
-        if occ < rt.blocks_per_cu:
+        fits = [p for p in self.proxies if occ(p) >= rt.blocks_per_cu]
+        if not fits:
             return None
-        return proxy, occ
+        best = max(fits, key=lambda p: p.budget)
+        return best, occ(best)
 
     def select(self, rt: KernelProfile, candidates: Sequence[BeCandidate]) -> Padding | None:
         """The candidate that keeps the leftover CUs busiest within the RT kernel's time
@@ -129,3 +157,36 @@ class Selector:
             if best is None or est > best.est_be_us:
                 best = Padding(i, count, n_rt, proxy, occ, est)
         return best
+
+
+def package_profiles(
+    package: ModelPackage, profile: dict[str, Any], build: DkpBuild
+) -> list[KernelProfile]:
+    """A KernelProfile per launch of ``package``: time and grid from ``profile`` (a ``reef
+    profile`` result of the plain variant on the target device), occupancy of the plain
+    kernel and registers of the DKP-ready kernel from the package's code objects, body
+    shared memory from ``build``."""
+    from reef_rocm.codeobj import occupancy, read_code_object
+
+    m = package.manifest
+    plain, dkp = m.variant("plain"), m.variant("dkp")
+    kernels = profile.get("kernels", [])
+    if len(kernels) != len(plain.kernels):
+        raise PackageError(f"{package.name}: profile has {len(kernels)} kernels, the package "
+                           f"{len(plain.kernels)}")  # fmt: skip
+    arch = m.target["arch"]
+    plain_co = read_code_object(package.path / plain.binary).kernels
+    dkp_co = read_code_object(package.path / dkp.binary).kernels
+    out = []
+    for i, (k, pk) in enumerate(zip(plain.kernels, kernels, strict=True)):
+        if pk.get("name") != k.name:
+            raise PackageError(f"{package.name}: profile kernel {i} is {pk.get('name')}, "
+                               f"the package's {k.name}")  # fmt: skip
+        threads = k.block[0] * k.block[1] * k.block[2]
+        occ = occupancy(arch, plain_co[k.name], threads, k.shared_mem).blocks_per_cu
+        body = build.bodies[build.body_index(package.name, i)].body
+        out.append(KernelProfile(
+            k.name, k.grid[0] * k.grid[1] * k.grid[2], threads, float(pk["us_median"]),
+            max(1, occ), dkp_co[dkp.kernels[i].name].registers, body.smem_bytes,
+        ))  # fmt: skip
+    return out

@@ -278,25 +278,24 @@ def _check_pair(dev, rt, build, pkgs, ref, s, rt_model, i, be_model, j, n_rt):
         pad = rt.bind(a, i, b, j, cur, proxy, s)
         n_be = pad.be_count
         rounds = 0
-        try:
-            while True:
-                # one RT inference with kernel i padded
-                a.launch_range(s, 0, i)
-                pad.launch(s)
-                a.launch_range(s, i + 1)
-                out = a.get_output(0, s)
-                assert np.array_equal(out.view(np.uint8), ref[rt_model][0].view(np.uint8)), (
-                    f"RT {rt_model}[{i}] padded with {be_model}[{j}] on {n_rt} SMs differs"
-                )
-                cur.read_async(s).synchronize()
-                rounds += 1
-                if cur.done(j) >= n_be or rounds > 10000:
-                    break
-        finally:
-            pad.close()
+        while True:
+            # one RT inference with kernel i padded
+            a.launch_range(s, 0, i)
+            pad.launch(s)
+            a.launch_range(s, i + 1)
+            out = a.get_output(0, s)
+            assert np.array_equal(out.view(np.uint8), ref[rt_model][0].view(np.uint8)), (
+                f"RT {rt_model}[{i}] padded with {be_model}[{j}] on {n_rt} SMs differs"
+            )
+            cur.read_async(s).synchronize()
+            rounds += 1
+            if cur.done(j) >= n_be or rounds > 10000:
+                break
         assert cur.done(j) == n_be, f"BE {be_model}[{j}]: {cur.done(j)} of {n_be} after {rounds}"
         b.launch_range(s, j + 1)
         out = b.get_output(0, s)
+        rt.forget(a)
+        rt.forget(b)
         assert np.array_equal(out.view(np.uint8), ref[be_model][0].view(np.uint8)), (
             f"BE {be_model}[{j}] through {rounds} padded launches differs"
         )

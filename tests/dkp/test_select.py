@@ -45,19 +45,26 @@ def test_rule2_rejects_a_pair_that_lowers_rt_occupancy():
     rt = kern("rt", 98, 60.0, 32)  # 16 blocks of 128 threads per SM at 32 registers
     heavy = kern("be", 10000, 2000.0, 90)  # needs the 96 proxy: 5 blocks per SM
     assert rt.blocks_per_cu == 16
-    assert sel.pair(rt, heavy) is None
-    assert sel.select(rt, [BeCandidate(heavy, 10000)]) is None
+    strict = Selector("sm_90", SMS, PROXIES, allow_spill=False)
+    assert strict.pair(rt, heavy) is None
+    assert strict.select(rt, [BeCandidate(heavy, 10000)]) is None
+    # REEF's occupancy class instead: the largest budget that keeps 16 blocks (32 registers;
+    # the BE body is squeezed from 90 into 32 registers)
+    p, occ = sel.pair(rt, heavy)
+    assert (p.budget, occ) == (32, 16)
+    rt48 = kern("rt48", 98, 60.0, 48)  # 10 blocks per SM
+    assert sel.pair(rt48, heavy)[0].budget == 48
     light = kern("be2", 10000, 2000.0, 30)
     p, occ = sel.pair(rt, light)
     assert p.budget == 32 and occ == 16
     # big shared memory in the BE body lowers the pair's occupancy below the RT kernel's
     fat = dataclasses.replace(light, body_smem=48 * 1024)
-    assert sel.pair(rt, fat) is None
+    assert sel.pair(rt, fat) is None  # no register budget fixes shared memory
 
 
 def test_rule2_uses_the_proxys_real_registers_not_its_budget():
     # a build where indirect calls made the 64 proxy use 72 registers: 7 instead of 8 blocks
-    sel = Selector("sm_90", SMS, [proxy(64, regs=72)])
+    sel = Selector("sm_90", SMS, [proxy(64, regs=72)], allow_spill=False)
     rt = kern("rt", 98, 60.0, 64)
     assert rt.blocks_per_cu == 8
     assert sel.pair(rt, kern("be", 1000, 100.0, 60)) is None
