@@ -13,10 +13,11 @@
 // * every RT virtual block runs exactly once per launch: BE-side blocks that run out of BE
 //   work (or are told to stop) take RT work too, so the RT kernel completes even if the
 //   hardware put no block on an RT CU;
-// * BE virtual blocks are handed out once across launches from the persistent counter
-//   `be_next` (zeroed by the host with the BE kernel's slot), so consecutive padded launches
-//   continue one BE kernel; a fetched BE block always runs to its end, so after a launch
-//   the completed BE blocks are exactly [be_begin, be_begin + *be_slot) (exact restore at
+// * BE virtual blocks are handed out once across launches from the persistent cursor
+//   `be_next` (zeroed by the host with the BE kernel's slot; it never passes `be_count`, the
+//   limit of this launch), so consecutive padded launches continue one BE kernel; a fetched
+//   BE block always runs to its end, so after a launch *be_slot == *be_next and the
+//   completed BE blocks are exactly [be_begin, be_begin + *be_slot) (exact restore at
 //   virtual-block granularity, unless waves were killed);
 // * BE-side blocks stop taking BE work when the preempt flag is set or when the RT kernel's
 //   last virtual block finished, so a padded launch outlives its RT kernel by at most one
@@ -108,7 +109,14 @@ __device__ __forceinline__ void reef_dkp_dispatch(
       int rt = 1;
       if (!rt_cu && be_count > 0 && *(const volatile int*)preempt_flag == 0 &&
           reef_dkp_load(&work->rt_done) < (unsigned)rt_count) {
-        unsigned b = atomicAdd(be_next, 1u);
+        // compare-and-swap, not fetch-and-add: the cursor never passes be_count, so a later
+        // launch with a higher limit continues exactly where this one stopped
+        unsigned b = reef_dkp_load(be_next);
+        while (b < (unsigned)be_count) {
+          unsigned seen = atomicCAS(be_next, b, b + 1u);
+          if (seen == b) break;
+          b = seen;
+        }
         if (b < (unsigned)be_count) {
           vb = be_begin + (int)b;
           rt = 0;

@@ -105,6 +105,7 @@ class PaddedLaunch:
     """One RT kernel padded with one BE kernel, bound once (a BoundLaunch of the dispatcher)."""
 
     BE_LIMIT_ARG = 7  # dispatcher parameter be_count (reef_dkp_dispatch_kernel)
+    TABLE_ARG = 12  # dispatcher parameter cu_side
 
     def __init__(self, bound: BoundLaunch, rt_count: int, be_count: int) -> None:
         self.bound = bound
@@ -117,6 +118,10 @@ class PaddedLaunch:
         if not 0 <= limit <= self.be_count:
             raise ValueError(f"BE limit {limit} outside 0..{self.be_count}")
         self.bound.params.set(self.BE_LIMIT_ARG, np.int32(limit))
+
+    def set_table(self, table: Any) -> None:
+        """Use another RT/BE CU table (``DkpRuntime.table_for``), in place."""
+        self.bound.params.set(self.TABLE_ARG, DevicePtr(table.ptr))
 
     def launch(self, stream: Stream) -> None:
         self.bound.launch(stream)
@@ -143,6 +148,7 @@ class DkpRuntime:
         self._work: Any = None
         self._flag: Any = None
         self._argbufs: dict[tuple[int, int], Any] = {}  # (id(instance), kernel) -> device struct
+        self._tables: dict[tuple[int, str], Any] = {}
         try:
             for p in build.proxies:
                 self.modules[p.budget] = device.load_module(build.binary(p))
@@ -198,6 +204,20 @@ class DkpRuntime:
         self.device.copy_to_device(self._table, self._table_host, stream)
         self.split = s
         return s
+
+    def table_for(self, n_rt: int, stream: Stream, mode: str = "spread") -> Any:
+        """A device CU table for ``n_rt`` RT CUs, made once per value (a padded launch picks
+        one with ``PaddedLaunch.set_table``: no copy on the launch path)."""
+        buf = self._tables.get((n_rt, mode))
+        if buf is None:
+            t = split_cus(self.hw_ids, n_rt, self.build.vendor, mode).table
+            host = np.zeros(MAX_TABLE, np.uint8)
+            host[: t.size] = t
+            buf = self.device.alloc(MAX_TABLE)
+            self._tables[(n_rt, mode)] = buf
+            self.device.copy_to_device(buf, host, stream)
+            stream.synchronize()
+        return buf
 
     def cursor(self, inst: ModelInstance) -> BeCursor:
         return BeCursor(self.device, inst)
@@ -294,9 +314,12 @@ class DkpRuntime:
         self.device.memset32(self._work, 0, WORK_BYTES // 4, stream)
 
     def close(self) -> None:
-        for buf in getattr(self, "_argbufs", {}).values():
+        for buf in (
+            *getattr(self, "_argbufs", {}).values(),
+            *getattr(self, "_tables", {}).values(),
+        ):
             buf.free()
-        self._argbufs = {}
+        self._argbufs, self._tables = {}, {}
         for name in ("_table", "_work", "_flag"):
             buf = getattr(self, name, None)
             if buf is not None:
