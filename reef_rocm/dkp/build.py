@@ -153,11 +153,49 @@ def nvcc_cmd(nvcc: str, src: Path, out: Path, arch: str, budget: int) -> list[st
             f"-I{HIP_KERNELS}", str(src), "-o", str(out)]  # fmt: skip
 
 
-def hip_cmd(hipcc: str, src: Path, out: Path, arch: str, budget: int) -> list[str]:
-    # AMD has no -maxrregcount: the header puts amdgpu_num_vgpr(REEF_DKP_VGPRS) on the kernels
-    return [hipcc, f"--offload-arch={arch}", "--genco", "--no-gpu-bundle-output", "-O3",
-            f"-DREEF_DKP_VGPRS={budget}", f"-I{HIP_KERNELS}", "-x", "hip", str(src),
-            "-o", str(out)]  # fmt: skip
+def hip_cmd(
+    hipcc: str, src: Path, out: Path, arch: str, budget: int, stack: int | None = None
+) -> list[str]:
+    """AMD has no -maxrregcount: the header puts amdgpu_num_vgpr(REEF_DKP_VGPRS) on the
+    kernels. ``stack=None``: the first pass, which records every function's stack size
+    (``-fstack-size-section``); then ``stack`` = the largest body's, so the kernel reserves
+    that much scratch per lane for its indirect calls instead of LLVM's assumed 16 KiB."""
+    cmd = [hipcc, f"--offload-arch={arch}", "--genco", "--no-gpu-bundle-output", "-O3",
+           f"-DREEF_DKP_VGPRS={budget}", f"-I{HIP_KERNELS}", "-x", "hip", str(src),
+           "-o", str(out)]  # fmt: skip
+    if stack is None:
+        return [*cmd, "-fstack-size-section"]
+    return [*cmd, "-mllvm", f"-amdgpu-assume-external-call-stack-size={stack}"]
+
+
+def stack_sizes(path: Path) -> dict[str, int]:
+    """Per-function stack bytes from a code object's ``.stack_sizes`` section (entries of an
+    8-byte function address and a ULEB128 size)."""
+    from reef_rocm.codeobj.elf import open_elf, section_bytes
+
+    data = path.read_bytes()
+    elf = open_elf(data)
+    sec = elf.get_section_by_name(".stack_sizes")
+    symtab = elf.get_section_by_name(".symtab")
+    if sec is None or symtab is None:
+        raise BuildError(f"{path}: no .stack_sizes/.symtab section (built without "
+                         "-fstack-size-section?)")  # fmt: skip
+    by_addr = {sym["st_value"]: sym.name for sym in symtab.iter_symbols()
+               if sym["st_info"]["type"] == "STT_FUNC"}  # fmt: skip
+    raw, i, out = section_bytes(data, sec), 0, {}
+    while i + 8 <= len(raw):
+        addr = int.from_bytes(raw[i : i + 8], "little")
+        i += 8
+        size = shift = 0
+        while True:
+            b = raw[i]
+            i += 1
+            size |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                break
+        out[by_addr.get(addr, hex(addr))] = size
+    return out
 
 
 def compile_proxies(
@@ -188,6 +226,12 @@ def compile_proxies(
     jobs = int(os.environ.get("REEF_DKP_JOBS", len(os.sched_getaffinity(0))))
     with ThreadPoolExecutor(max(1, min(jobs, len(cmds)))) as pool:
         list(pool.map(lambda c: _run(c, env), cmds))
+        if vendor == "amd":  # second pass: scratch sized by the largest body's stack
+            stacks = [max((v for k, v in stack_sizes(o).items() if not k.startswith("reef_dkp_")),
+                          default=0) for o in outs]  # fmt: skip
+            cmds = [hip_cmd(tool, src, o, arch, b, st)
+                    for b, o, st in zip(order, outs, stacks, strict=True)]  # fmt: skip
+            list(pool.map(lambda c: _run(c, env), cmds))
     for b, out in zip(order, outs, strict=True):
         co = read_code_object(out)
         if DISPATCH_KERNEL not in co.kernels:

@@ -159,6 +159,8 @@ def test_hipcc_build_reads_back(tmp_path, hipcc, arch):
         d = p.dispatcher
         assert d.vendor == "amd" and 0 < d.registers <= p.budget
         assert d.shared_bytes >= 8  # the dispatcher's own broadcast words
+        # scratch sized from the bodies' real stack (second pass), not LLVM's 16 KiB guess
+        assert d.scratch_bytes < 16384
     objdump = shutil.which("llvm-objdump-16") or shutil.which("llvm-objdump")
     if objdump:
         asm = subprocess.run([objdump, "-d", f"--mcpu={arch}", str(tmp_path / b.proxies[0].path)],
