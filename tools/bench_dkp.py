@@ -264,6 +264,12 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=50)
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--out", type=Path, default=REPO / "docs/results/dkp_h200.json")
+    ap.add_argument(
+        "--selection-only",
+        action="store_true",
+        help="only the selection time (host CPU; no GPU): SMs from --sms",
+    )
+    ap.add_argument("--sms", type=int, default=132, help="SM count for --selection-only")
     a = ap.parse_args()
     pairs = [tuple(p.split(":")) for p in a.pairs.split(",")]
     models = list(dict.fromkeys(m for p in pairs for m in p))
@@ -276,9 +282,18 @@ def main() -> int:
     for m, p in pkgs.items():
         doc = json.loads(next(a.profiles.glob(f"{m}-*.json")).read_text())
         profs[m] = package_profiles(p, doc, build)
-    dev = open_device("cuda")
     result: dict[str, Any] = {"benchmark": "dkp", "build": str(a.build), "pairs": a.pairs,
                               "budgets": [p.budget for p in build.proxies]}  # fmt: skip
+    if a.selection_only:
+        sel = Selector(build.arch, a.sms, build.proxies)
+        result["selection"] = {f"{r}:{b}": selection_time(sel, profs[r], profs[b])
+                               for r, b in pairs}  # fmt: skip
+        result["note"] = (f"host CPU only: Selector.select with {a.sms} SMs of {build.arch}, "
+                          "profiles from --profiles; no GPU was used")  # fmt: skip
+        print(json.dumps(result["selection"], indent=1))
+        print(f"wrote {write_result(a.out, result, None, ' '.join(sys.argv))}")
+        return 0
+    dev = open_device("cuda")
     try:
         with DkpRuntime(dev, build) as rt:
             s = dev.create_stream()
