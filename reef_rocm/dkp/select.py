@@ -55,7 +55,7 @@ class KernelProfile:
         return self.us / waves
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: built on the selection path, where that costs
 class Padding:
     """A selected padding: run ``be_count`` virtual blocks of BE candidate ``be`` from its
     cursor next to the RT kernel, on ``rt_cus`` RT CUs, with ``proxy``."""
@@ -92,6 +92,7 @@ class Selector:
         self.proxies = list(proxies)
         self.allow_spill = allow_spill
         self._pairs: dict[tuple[KernelProfile, KernelProfile], tuple[ProxyBuild, int] | None] = {}
+        self._plans: dict[tuple[int, int], tuple] = {}
 
     def rt_cus(self, rt: KernelProfile) -> int:
         return cus_needed(rt.blocks, rt.blocks_per_cu, self.compute_units)
@@ -133,30 +134,48 @@ class Selector:
         best = max(fits, key=lambda p: p.budget)
         return best, occ(best)
 
+    def _plan(self, rt: KernelProfile, be: KernelProfile) -> tuple | None:
+        """Everything about a pair that does not depend on the BE task's progress, cached:
+        (proxy, blocks per CU, RT CUs, BE blocks per wave on the free CUs, BE wave us, BE
+        blocks that fit within the RT time)."""
+        # keyed by identity: hashing two dataclasses costs more than the whole decision; the
+        # cache entry holds both profiles, so their ids stay unique while it exists
+        hit = self._plans.get((id(rt), id(be)))
+        if hit is not None:
+            return hit[2]
+        plan = None
+        n_rt = self.rt_cus(rt)
+        free = self.compute_units - n_rt
+        ok = self.pair(rt, be) if free > 0 else None
+        if ok is not None:
+            proxy, occ = ok
+            wave = be.wave_us(self.compute_units)
+            per_wave = free * occ
+            fit = int(rt.us // wave) * per_wave if wave > 0 else 0  # rule 1: whole waves
+            if fit > 0:
+                plan = (proxy, occ, n_rt, per_wave, wave, fit)
+        self._plans[(id(rt), id(be))] = (rt, be, plan)
+        return plan
+
     def select(self, rt: KernelProfile, candidates: Sequence[BeCandidate]) -> Padding | None:
         """The candidate that keeps the leftover CUs busiest within the RT kernel's time
         (rules 1 and 2); None when none qualifies or the RT kernel leaves no CU idle."""
-        n_rt = self.rt_cus(rt)
-        free = self.compute_units - n_rt
-        if free <= 0:
-            return None
-        best: Padding | None = None
+        best = None
+        best_est = -1.0
         for i, c in enumerate(candidates):
             if c.remaining <= 0:
                 continue
-            ok = self.pair(rt, c.kernel)
-            if ok is None:
+            plan = self._plan(rt, c.kernel)
+            if plan is None:
                 continue
-            proxy, occ = ok
-            wave = c.kernel.wave_us(self.compute_units)
-            waves = int(rt.us // wave) if wave > 0 else 0  # rule 1: whole waves within rt.us
-            count = min(c.remaining, waves * free * occ)
-            if count <= 0:
-                continue
-            est = math.ceil(count / (free * occ)) * wave
-            if best is None or est > best.est_be_us:
-                best = Padding(i, count, n_rt, proxy, occ, est)
-        return best
+            count = c.remaining if c.remaining < plan[5] else plan[5]
+            est = -(-count // plan[3]) * plan[4]
+            if est > best_est:
+                best, best_est = (i, count, plan), est
+        if best is None:
+            return None
+        i, count, (proxy, occ, n_rt, _, _, _) = best
+        return Padding(i, count, n_rt, proxy, occ, best_est)
 
 
 def package_profiles(
