@@ -262,8 +262,8 @@ def _check_pair(dev, rt, build, pkgs, ref, s, rt_model, i, be_model, j, n_rt):
         rt.cursor(b) as cur,
     ):
         regs = [
-            _body_regs(pkgs[rt_model], a.kernels[i].name),
-            _body_regs(pkgs[be_model], b.kernels[j].name),
+            _body_regs(pkgs[rt_model], build.bodies[build.body_index(rt_model, i)].body.kernel),
+            _body_regs(pkgs[be_model], build.bodies[build.body_index(be_model, j)].body.kernel),
         ]
         proxy = choose_proxy(build.proxies, *regs)
         # BE: kernels < j unpadded, kernel j only inside padded launches
