@@ -48,6 +48,7 @@ from reef_rocm.dkp.build import (  # noqa: E402
 )  # fmt: skip
 from reef_rocm.dkp.launch import DkpRuntime  # noqa: E402
 from reef_rocm.dkp.select import BeCandidate, Selector, package_profiles  # noqa: E402
+from reef_rocm.errors import UnsupportedError  # noqa: E402
 from reef_rocm.gpu import LaunchConfig, open_device  # noqa: E402
 from reef_rocm.gpu.api import DevicePtr  # noqa: E402
 from reef_rocm.package.files import ModelPackage  # noqa: E402
@@ -95,29 +96,41 @@ def call_overhead(dev, rt: DkpRuntime, inst: ModelInstance, prof, sel: Selector,
     rows = []
     table_all = rt.table_for(rt.compute_units, s)
     for i, p in enumerate(prof):
-        body = b.bodies[b.body_index(inst.package.name, i)].body
-        pair = sel.pair(p, p)
-        proxy = pair[0] if pair else top
-        args = rt.args_buffer(inst, i, s)
-        n = p.blocks
-        plain = _timed(dev, s, lambda st, i=i: inst.launch(i, st), repeats)
-        mod = rt.modules[proxy.budget]
-        ind = mod.get_kernel(INDIRECT_KERNEL).bind(
-            LaunchConfig((n, 1, 1), (body.threads, 1, 1), body.smem_bytes),
-            [np.int32(b.body_index(inst.package.name, i)), DevicePtr(args.ptr), np.int32(0)],
-        )
-        indirect = _timed(dev, s, ind.launch, repeats)
-        res = {}
-        for name, px in (("dispatch", proxy), ("dispatch_max_budget", top)):
-            pad = rt.bind(inst, i, None, 0, None, px, s)
-            pad.set_table(table_all)
-            res[name] = _timed(dev, s, pad.launch, repeats)
-        rows.append({"kernel": p.name, "blocks": n, "threads": p.threads, "proxy": proxy.budget,
-                     "plain_us": plain, "indirect_us": indirect, **{f"{k}_us": v for k, v in
-                                                                   res.items()}})  # fmt: skip
-    tot = {k: sum(r[k] for r in rows) for k in ("plain_us", "indirect_us", "dispatch_us",
-                                                 "dispatch_max_budget_us")}  # fmt: skip
-    return {"model": inst.package.name, "totals": tot, "kernels": rows}
+        try:
+            rows.append(_kernel_overhead(dev, rt, inst, p, i, sel, s, repeats, top, table_all))
+        except UnsupportedError as e:  # e.g. a body over the device's shared-memory limit
+            rows.append({"kernel": p.name, "skipped": str(e)})
+    ok = [r for r in rows if "skipped" not in r]
+    tot = {k: sum(r[k] for r in ok) for k in ("plain_us", "indirect_us", "dispatch_us",
+                                               "dispatch_max_budget_us")}  # fmt: skip
+    return {"model": inst.package.name, "totals": tot, "kernels_measured": len(ok),
+            "kernels": rows}  # fmt: skip
+
+
+def _kernel_overhead(dev, rt, inst, p, i, sel, s, repeats, top, table_all) -> dict[str, Any]:
+    b = rt.build
+    body = b.bodies[b.body_index(inst.package.name, i)].body
+    pair = sel.pair(p, p)
+    proxy = pair[0] if pair else top
+    args = rt.args_buffer(inst, i, s)
+    n = p.blocks
+    plain = _timed(dev, s, lambda st, i=i: inst.launch(i, st), repeats)
+    if body.smem_bytes > dev.info.max_shared_memory_per_block:
+        raise UnsupportedError(f"{p.name}: {body.smem_bytes} B of shared memory")
+    mod = rt.modules[proxy.budget]
+    ind = mod.get_kernel(INDIRECT_KERNEL).bind(
+        LaunchConfig((n, 1, 1), (body.threads, 1, 1), body.smem_bytes),
+        [np.int32(b.body_index(inst.package.name, i)), DevicePtr(args.ptr), np.int32(0)],
+    )
+    indirect = _timed(dev, s, ind.launch, repeats)
+    res = {}
+    for name, px in (("dispatch", proxy), ("dispatch_max_budget", top)):
+        pad = rt.bind(inst, i, None, 0, None, px, s)
+        pad.set_table(table_all)
+        res[name] = _timed(dev, s, pad.launch, repeats)
+    return {"kernel": p.name, "blocks": n, "threads": p.threads, "proxy": proxy.budget,
+            "plain_us": plain, "indirect_us": indirect,
+            **{f"{k}_us": v for k, v in res.items()}}  # fmt: skip
 
 
 def _inputs(inst: ModelInstance, s) -> None:
