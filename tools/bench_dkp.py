@@ -54,7 +54,7 @@ from reef_rocm.gpu.api import DevicePtr  # noqa: E402
 from reef_rocm.package.files import ModelPackage  # noqa: E402
 from reef_rocm.runtime.executor import ModelInstance  # noqa: E402
 
-DEFAULT_PAIRS = "vgg19:resnet152,resnet152:resnet152,inception_v3:resnet152,densenet201:resnet152,distilbert:resnet152"  # noqa: E501
+DEFAULT_PAIRS = "vgg19:resnet152,resnet152:resnet152"  # DISB A: RT VGG-19, BE ResNet-152
 
 
 def _timed(dev, s, fn, repeats: int) -> float:
