@@ -261,7 +261,11 @@ def build_sources(
     src = out / f"dkp_{arch}.cu"
     src.write_text(translation_unit(parts, entries))
     proxies = compile_proxies(src, out, vendor, arch, budgets, compiler)
-    build = DkpBuild(out, vendor, arch, src.name, bodies, proxies)
+    # keep the generated source for inspection, compressed (a zoo TU is megabytes of C++)
+    gz = src.with_name(src.name + ".gz")
+    gz.write_bytes(gzip.compress(src.read_bytes()))
+    src.unlink()
+    build = DkpBuild(out, vendor, arch, gz.name, bodies, proxies)
     build.save()
     return build
 
