@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 import shutil
 import subprocess
@@ -14,6 +15,7 @@ import pytest
 from reef_rocm.codeobj import read_code_object
 from reef_rocm.dkp.build import (
     DISPATCH_KERNEL,
+    HIP_KERNELS,
     INDIRECT_KERNEL,
     PROBE_KERNEL,
     build_packages,
@@ -114,6 +116,13 @@ def test_nvcc_build_per_budget(tmp_path, nvcc):
         assert {DISPATCH_KERNEL, PROBE_KERNEL, INDIRECT_KERNEL} <= set(co.kernels)
         assert co.arch == "sm_90"
         assert 0 < p.dispatcher.registers <= p.budget
+    # the PTX reads %smid, hands BE blocks out by compare-and-swap and calls bodies indirectly
+    tu = tmp_path / "tu.cu"
+    tu.write_bytes(gzip.decompress((tmp_path / b.source).read_bytes()))
+    subprocess.run([nvcc, "-ptx", "-arch=sm_90", "-w", f"-I{HIP_KERNELS}", str(tu), "-o",
+                    str(tmp_path / "tu.ptx")], check=True)  # fmt: skip
+    ptx = (tmp_path / "tu.ptx").read_text()
+    assert "%smid" in ptx and "atom.global.cas" in ptx and ".callprototype" in ptx
     again = load_build(tmp_path)
     assert [e.body.symbol for e in again.bodies] == [e.body.symbol for e in b.bodies]
     assert again.bodies[1].body.smem_bytes == 528
