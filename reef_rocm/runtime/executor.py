@@ -59,7 +59,7 @@ class ModelInstance:
         # reef_ scalars get the manifest's default launch values (DKP variant: every virtual
         # block once, one physical block each); a scalar without one (say, a dispatcher's
         # split) can only be launched by the DKP runtime, so refuse before allocating
-        self._reef_values = [k.dkp_defaults() for k in self.kernels]
+        self._reef_values = [k.reef_defaults() for k in self.kernels]
         for k, vals in zip(self.kernels, self._reef_values, strict=True):
             missing = [
                 a["name"] for a in k.args if a["kind"] == "reef_param" and a["name"] not in vals
