@@ -50,6 +50,7 @@ HSA_STATUS_ERROR_INVALID_SYMBOL_NAME = 0x1013
 # --- hsa.h: system, agents ------------------------------------------------------------------
 HSA_SYSTEM_INFO_VERSION_MAJOR = 0
 HSA_SYSTEM_INFO_VERSION_MINOR = 1
+HSA_SYSTEM_INFO_TIMESTAMP_FREQUENCY = 3
 HSA_DEVICE_TYPE_CPU = 0
 HSA_DEVICE_TYPE_GPU = 1
 HSA_AGENT_INFO_NAME = 0  # char[64]; the gfx target ("gfx90a") on ROCr GPU agents
@@ -200,12 +201,19 @@ class BarrierAndPacket(ctypes.Structure):
     ]
 
 
+class ProfilingDispatchTime(ctypes.Structure):
+    """hsa_amd_profiling_dispatch_time_t: packet start/end in the system clock domain."""
+
+    _fields_ = [("start", ctypes.c_uint64), ("end", ctypes.c_uint64)]
+
+
 #: ctypes struct -> C type name, for the ABI probe.
 STRUCTS = {
     "hsa_agent_t": Handle,
     "hsa_queue_t": Queue,
     "hsa_kernel_dispatch_packet_t": KernelDispatchPacket,
     "hsa_barrier_and_packet_t": BarrierAndPacket,
+    "hsa_amd_profiling_dispatch_time_t": ProfilingDispatchTime,
 }
 
 #: Names of the constants above, for the ABI probe (each must be an enumerator or macro).
@@ -250,6 +258,7 @@ def load_u32(address: int) -> int:
 _AGENT_CB = ctypes.CFUNCTYPE(ctypes.c_uint32, Handle, ctypes.c_void_p)
 _POOL_CB = ctypes.CFUNCTYPE(ctypes.c_uint32, Handle, ctypes.c_void_p)
 _QUEUE_ERR_CB = ctypes.CFUNCTYPE(None, ctypes.c_uint32, ctypes.POINTER(Queue), ctypes.c_void_p)
+_SIGNAL_HANDLER = ctypes.CFUNCTYPE(ctypes.c_bool, ctypes.c_int64, ctypes.c_void_p)
 
 _u32, _u64, _i64, _vp = ctypes.c_uint32, ctypes.c_uint64, ctypes.c_int64, ctypes.c_void_p
 _size = ctypes.c_size_t
@@ -284,6 +293,10 @@ PROTOTYPES: dict[str, tuple[Any, list[Any]]] = {
     "hsa_signal_store_relaxed": (None, [Handle, _i64]),
     "hsa_signal_store_screlease": (None, [Handle, _i64]),
     "hsa_signal_wait_scacquire": (_i64, [Handle, _u32, _i64, _u64, _u32]),
+    "hsa_amd_signal_async_handler": (_u32, [Handle, _u32, _i64, _SIGNAL_HANDLER, _vp]),
+    "hsa_amd_profiling_set_profiler_enabled": (_u32, [_QP, ctypes.c_int]),
+    "hsa_amd_profiling_get_dispatch_time": (_u32, [Handle, Handle,
+                                                   ctypes.POINTER(ProfilingDispatchTime)]),
     "hsa_code_object_reader_create_from_memory": (_u32, [_vp, _size,
                                                          ctypes.POINTER(Handle)]),
     "hsa_code_object_reader_destroy": (_u32, [Handle]),
@@ -301,6 +314,7 @@ PROTOTYPES: dict[str, tuple[Any, list[Any]]] = {
 AgentCallback = _AGENT_CB
 PoolCallback = _POOL_CB
 QueueErrorCallback = _QUEUE_ERR_CB
+SignalHandler = _SIGNAL_HANDLER
 
 
 class Library:
