@@ -243,6 +243,11 @@ class AqlWriter:
         slot = index & (self.size - 1)
         return self._tag[slot] if self._index[slot] == index else None
 
+    def signal_of(self, index: int) -> int:
+        """Completion signal of packet ``index`` while the writer still knows it, else 0."""
+        slot = index & (self.size - 1)
+        return self._signal[slot] if index >= 0 and self._index[slot] == index else 0
+
     # --- publishing -----------------------------------------------------------------------
     def _reserve(self) -> int:
         w = self._write

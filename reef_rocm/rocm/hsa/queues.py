@@ -46,6 +46,7 @@ class HsaQueue:
             _ffi.Handle(agent.handle), size, _ffi.HSA_QUEUE_TYPE_SINGLE, self._on_error, None,
             2**32 - 1, 2**32 - 1, ctypes.byref(out)))  # UINT32_MAX: runtime-default segments
         self._q = out
+        self.address = ctypes.addressof(out.contents)  # the hsa_queue_t* kernels may read
         self.size = int(out.contents.size)
         self.ring_base = int(out.contents.base_address)
         self.queue_id = int(out.contents.id)
@@ -71,6 +72,15 @@ class HsaQueue:
         self._lib.check("hsa_amd_queue_cu_set_mask",
                         self._lib.hsa_amd_queue_cu_set_mask(self._q, 32 * len(words), arr))
         self.cu_mask_words = tuple(words)
+
+    def enable_profiling(self) -> None:
+        """Make the runtime keep start/end timestamps in every packet's signal."""
+        self._lib.check("hsa_amd_profiling_set_profiler_enabled",
+                        self._lib.hsa_amd_profiling_set_profiler_enabled(self._q, 1))
+
+    @property
+    def is_open(self) -> bool:
+        return bool(self._q)
 
     # --- the ring port ------------------------------------------------------------------
     def load_read_index(self) -> int:
