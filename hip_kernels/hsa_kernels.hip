@@ -15,11 +15,15 @@ extern "C" __global__ void hsa_spin(volatile int* flag, int* started, long long 
   for (long long k = 0; k < spins && *flag == 0; ++k) __builtin_amdgcn_s_sleep(2);
 }
 
-// Writes the XCC, SE, SH and CU of every block (HW_ID / XCC_ID registers) so the validation
-// script can check where a CU-masked queue ran.
+// Writes HW_ID (SE, SH, CU of the wave) and, on gfx94x, XCC_ID of every block's first wave,
+// so the validation script can check where a CU-masked queue ran: out[2 * block + {0, 1}].
 extern "C" __global__ void hsa_where(unsigned* out) {
   if (threadIdx.x != 0) return;
-  unsigned hw_id;
+  unsigned hw_id, xcc_id = 0;
   asm volatile("s_getreg_b32 %0, hwreg(HW_REG_HW_ID)" : "=s"(hw_id));
-  out[blockIdx.x] = hw_id;
+#if defined(__gfx940__) || defined(__gfx941__) || defined(__gfx942__)
+  asm volatile("s_getreg_b32 %0, hwreg(HW_REG_XCC_ID)" : "=s"(xcc_id));
+#endif
+  out[2 * blockIdx.x] = hw_id;
+  out[2 * blockIdx.x + 1] = xcc_id;
 }

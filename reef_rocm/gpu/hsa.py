@@ -456,9 +456,10 @@ class HsaDevice(Device):
         with stream._lock:
             report = stream.writer.reset(kfd.reset_queue)
             stream.last_reset = report
-            # the stream is done when the newest packet the reset kept is: the one just
-            # below the read index (it may still be running)
-            stream._last = stream.writer.signal_of(report.read_index - 1)
+            # The in-flight packet may complete or, where the driver killed its waves, never
+            # signal. A barrier-bit marker completes once whatever the queue still runs has
+            # finished, so synchronize() waits for exactly that and never for a dead signal.
+            stream._barrier([], None, "after reset")
         return sum(1 for d in report.dropped if d.kind == "dispatch")
 
     # --- Device ---------------------------------------------------------------------------
