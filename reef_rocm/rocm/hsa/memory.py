@@ -85,7 +85,9 @@ class PoolSet:
         cpu_pools = [p for p in pools(runtime, cpu) if p.alloc_allowed]
         device = next((p for p in gpu_pools if p.coarse_grained), None)
         kernarg = next((p for p in cpu_pools if p.kernarg), None)
-        fine = next((p for p in cpu_pools if p.fine_grained), None)
+        # ROCr's kernarg pool is fine-grained too; leave it to kernargs where another exists
+        fine = next((p for p in cpu_pools if p.fine_grained and not p.kernarg),
+                    next((p for p in cpu_pools if p.fine_grained), None))
         missing = [n for n, p in (("device (coarse-grained GPU)", device),
                                   ("kernarg", kernarg),
                                   ("fine-grained host", fine)) if p is None]
