@@ -25,6 +25,7 @@ AMD hardware; ``tools/validate-hsa.py`` is what checks it on an MI-series GPU
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import threading
 import time
@@ -135,7 +136,10 @@ class HsaStream(Stream):
         self._next = 0  # slots used so far
         self._last = 0  # signal handle of the newest packet (0: none yet)
         self._lock = threading.RLock()
-        self._handlers: list[Any] = []  # async handler callbacks kept alive
+        # async handler callbacks: alive while pending, then for 64 more fires
+        self._pending: dict[int, Any] = {}
+        self._fired: collections.deque[Any] = collections.deque(maxlen=64)
+        self._handler_key = 0
         self.last_reset: aql.ResetReport | None = None
 
     # --- slots ------------------------------------------------------------------------
@@ -199,16 +203,19 @@ class HsaStream(Stream):
             sig = self._barrier([], None, "write_value32")
             device, lib = self._device, self._device.runtime.lib
 
+            key = self._handler_key = self._handler_key + 1
+            pending, fired = self._pending, self._fired
+
             def fire(observed: int, _arg: Any) -> bool:
                 if observed >= 0:  # DROPPED: the reset took the barrier; no write
                     device._store32(addr, pattern, host_visible)
+                # the callback object must outlive this call: it moves to a bounded list
+                fired.append(pending.pop(key, None))
                 return False  # one shot
 
-            cb = _ffi.SignalHandler(fire)
-            self._handlers.append(cb)
-            del self._handlers[:-64]  # bounded; a handler runs long before 64 more writes
+            pending[key] = _ffi.SignalHandler(fire)
             lib.check("hsa_amd_signal_async_handler", lib.hsa_amd_signal_async_handler(
-                _ffi.Handle(sig), _ffi.HSA_SIGNAL_CONDITION_LT, 1, cb, None))
+                _ffi.Handle(sig), _ffi.HSA_SIGNAL_CONDITION_LT, 1, pending[key], None))
 
     def wait_event(self, event: Event) -> None:
         if not isinstance(event, HsaEvent):

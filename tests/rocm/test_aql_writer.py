@@ -261,3 +261,20 @@ def test_header_encoding_matches_the_header_bit_layout():
     # type bits 0-7, barrier bit 8, acquire scope bits 9-10, release scope bits 11-12
     assert aql.header(2, True, 1, 2) == 2 | 1 << 8 | 1 << 9 | 2 << 11
     assert aql.INVALID_HEADER == 1
+
+
+def test_reused_completion_signal_retires_the_old_barrier():
+    """A barrier's completion signal given to a new packet (a slot ring reusing signals)
+    means that barrier finished: a later reset must not treat it as a live waiter."""
+    registry = aql.DependencyRegistry()
+    ring_a, sigs, be, cp_a = make(size=8, name="be", registry=registry)
+    rt = aql.AqlWriter(SimRing(8), sigs, name="rt", registry=registry)
+    s = sigs.create(1)
+    be.dispatch(tpl(1), signal=s)
+    c = sigs.create(1)
+    rt.barrier_and([s], signal=c)
+    sigs.store_release(c, 0)  # that barrier completed ...
+    sigs.store_release(c, 1)  # ... and its signal now tracks a new packet
+    rt.dispatch(tpl(2), signal=c)
+    report = be.reset(cp_a.driver_reset)
+    assert report.errored_signals == (s,) and report.resolved_barriers == ()

@@ -165,17 +165,33 @@ class DependencyRegistry:
         self._lock = threading.Lock()
         # signal -> {(writer name, index): barrier completion signal}
         self._waiters: dict[int, dict[tuple[Hashable, int], int]] = {}
+        # barrier completion signal -> the barriers it belongs to
+        self._by_completion: dict[int, set[tuple[Hashable, int]]] = {}
 
     def add(self, writer: Hashable, index: int, deps: Sequence[int], completion: int) -> None:
+        key = (writer, index)
         with self._lock:
             for dep in deps:
                 if dep:
-                    self._waiters.setdefault(dep, {})[(writer, index)] = completion
+                    self._waiters.setdefault(dep, {})[key] = completion
+            if completion:
+                self._by_completion.setdefault(completion, set()).add(key)
 
     def forget(self, writer: Hashable, index: int) -> None:
+        key = (writer, index)
         with self._lock:
             for waiters in self._waiters.values():
-                waiters.pop((writer, index), None)
+                waiters.pop(key, None)
+
+    def retire(self, completion: int) -> None:
+        """``completion`` is being given to a new packet, so every barrier that used it as
+        its completion signal is finished: they wait on nothing any more."""
+        if completion not in self._by_completion:
+            return
+        with self._lock:
+            for key in self._by_completion.pop(completion, ()):
+                for waiters in self._waiters.values():
+                    waiters.pop(key, None)
 
     def live_waiters(self, signal: int, signals: SignalPort,
                      exclude: set[tuple[Hashable, int]]) -> list[tuple[Hashable, int]]:
@@ -318,6 +334,8 @@ class AqlWriter:
             return w
 
     def _record(self, slot: int, index: int, kind: int, signal: int, tag: Any) -> None:
+        if signal:
+            self.registry.retire(signal)
         old = self._index[slot]
         if old >= 0 and self._kind[slot] == KIND_BARRIER:
             self.registry.forget(self.name, old)
