@@ -3,6 +3,7 @@ bytes, exact accounting, wrap-around, batches, and a reset mid-stream per the co
 
 from __future__ import annotations
 
+import struct
 import threading
 
 import pytest
@@ -94,16 +95,29 @@ def test_wrap_around_keeps_order_and_never_overwrites_unconsumed():
     assert w.write_index == ring.read == 100 and w.waiting() == 0
 
 
-def test_stale_header_of_wrapped_slot_is_never_seen_valid():
-    """A consumer that catches up to the write index stops at an INVALID header, never at
-    the old packet of the same slot (header cleared before the body is written)."""
-    ring, sigs, w, cp = make(size=2)
+def test_wrapped_slot_is_invalid_until_its_header_is_published():
+    """When the write index moves (the CP may look at the slot from then on), the slot's
+    header is INVALID although the slot held a valid packet before the wrap, and the body
+    is already the new packet's: the header is the last thing written."""
+
+    class WatchingRing(SimRing):
+        def store_write_index(self, value):
+            i = value - 1
+            body = struct.unpack_from("<Q", self.view, (i % self.size) * 64 + 32)[0]
+            seen.append((self.header_type(i), body))
+            super().store_write_index(value)
+
+    seen = []
+    ring, sigs = WatchingRing(2), SimSignals()
+    w = aql.AqlWriter(ring, sigs)
+    cp = SimCommandProcessor(ring, sigs)
     w.dispatch(tpl(1))
     w.dispatch(tpl(2))
     cp.fetch()
-    # simulate a consumer looking at slot 0 while the writer fills it: header stays INVALID
-    # until publication, so between body copy and header store there is nothing valid
+    assert ring.header_type(2) == TYPE_DISPATCH  # slot 0 still holds packet 0's header
     w.dispatch(tpl(3))
+    assert seen == [(TYPE_INVALID, 0xABC100), (TYPE_INVALID, 0xABC200),
+                    (TYPE_INVALID, 0xABC300)]
     assert ring.header_type(2) == TYPE_DISPATCH and cp.parse(2).kernel_object == 0xABC300
 
 
