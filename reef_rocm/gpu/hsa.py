@@ -163,13 +163,21 @@ class HsaStream(Stream):
                                f"made no progress for {QUEUE_WAIT_S:.0f} s")
             time.sleep(0)
 
+    def _give_back(self, handle: int) -> None:
+        """A slot whose packet was never published is free again."""
+        self._device.signal_ops.store_relaxed(handle, 0)
+
     def _dispatch(self, launch: HsaBoundLaunch) -> None:
         with self._lock:
             self._wait_room()
             sig, karg = self._take_slot()
-            launch.plan.write(karg, self.queue.address)
-            launch.template.set_kernarg(karg)
-            self.writer.dispatch(launch.template, signal=sig, tag=launch.kernel.name)
+            try:
+                launch.plan.write(karg, self.queue.address)
+                launch.template.set_kernarg(karg)
+                self.writer.dispatch(launch.template, signal=sig, tag=launch.kernel.name)
+            except BaseException:
+                self._give_back(sig)
+                raise
             self._last = sig
 
     def _barrier(self, deps: Sequence[int], signal: int | None, tag: str) -> int:
@@ -177,7 +185,12 @@ class HsaStream(Stream):
         with self._lock:
             self._wait_room()
             sig = signal if signal is not None else self._take_slot()[0]
-            self.writer.barrier_and(deps, signal=sig, tag=tag, barrier=True)
+            try:
+                self.writer.barrier_and(deps, signal=sig, tag=tag, barrier=True)
+            except BaseException:
+                if signal is None:
+                    self._give_back(sig)
+                raise
             self._last = sig
             return sig
 
@@ -250,6 +263,9 @@ class HsaEvent(Event):
         if not isinstance(stream, HsaStream):
             raise TypeError(f"expected an HsaStream, got {type(stream).__name__}")
         self.signal.store(1)
+        # tracked: a stream synchronize returns only once the event is complete too (then
+        # elapsed_ms works); an event re-recorded elsewhere before that makes the first
+        # stream wait for the second one's work, never less
         stream._barrier([], self.signal.handle, "event")
         self._recorded = True
 
