@@ -195,6 +195,12 @@ def test_events_time_and_order(dev, fake, hsaco):
     assert a.elapsed_ms(b) == pytest.approx(2 * 250 / 1_000_000 * 1e3)
     with pytest.raises(UnsupportedError, match="timing=True"):
         a.elapsed_ms(dev.create_event(timing=False))
+    # the benchmark pattern: record, launch, record, synchronize the stream, read the time
+    a.record(s1)
+    k.bind(LaunchConfig(1, 64), [np.float32(1), dx, np.float32(0), dy, np.int32(8)]).launch(s1)
+    b.record(s1)
+    s1.synchronize()
+    assert b.query() and a.elapsed_ms(b) > 0
 
 
 def test_clear_queue_drops_waiting_kernels_per_contract(fake, hsaco):
