@@ -633,6 +633,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the status as JSON")
     parser.add_argument("--require-patch", action="store_true",
                         help="exit 1 unless the patch answers REEF_KFD_IOC_QUERY")
+    parser.add_argument("--require-gpu", action="store_true",
+                        help="exit 1 unless the topology has a GPU and QUERY succeeds for "
+                        "every GPU in it (names real gpu_ids, not just the version)")
     parser.add_argument("--dev", default=DEV_KFD, help="KFD device node (default /dev/kfd)")
     parser.add_argument("--sysfs", default=KFD_SYSFS, help="KFD sysfs root")
     args = parser.parse_args(argv)
@@ -643,7 +646,20 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(asdict(status), indent=2, sort_keys=True))
     else:
         print("\n".join(status.describe()))
-    return 1 if args.require_patch and not status.patch_loaded else 0
+    if args.require_patch and not status.patch_loaded:
+        return 1
+    if args.require_gpu and not status_names_every_gpu(status):
+        print("no GPU answered REEF_KFD_IOC_QUERY" if not status.gpus else
+              "REEF_KFD_IOC_QUERY failed for: " +
+              ", ".join(str(g.gpu_id) for g in status.gpus.values() if g.error))
+        return 1
+    return 0
+
+
+def status_names_every_gpu(status: KfdStatus) -> bool:
+    """Whether the patch answered QUERY for at least one GPU and failed for none."""
+    return status.patch_loaded and bool(status.gpus) and not any(
+        g.error for g in status.gpus.values())
 
 
 if __name__ == "__main__":

@@ -161,7 +161,17 @@ def test_preemption_options_without_patch(tmp_path: Path) -> None:
     assert kfd.preemption_options(kfd.KfdStatus(False, False, None), 7) == []
 
 
+def test_require_gpu_needs_every_gpu_to_answer() -> None:
+    ok = kfd.GpuKfdStatus(7, "gfx90a", 90010, ["reset_queues"], "hws", 1)
+    bad = kfd.GpuKfdStatus(8, "gfx90a", 90010, error="query failed")
+    assert kfd.status_names_every_gpu(kfd.KfdStatus(True, True, "2.0", {7: ok}))
+    assert not kfd.status_names_every_gpu(kfd.KfdStatus(True, True, "2.0", {7: ok, 8: bad}))
+    assert not kfd.status_names_every_gpu(kfd.KfdStatus(True, True, "2.0", {}))
+    assert not kfd.status_names_every_gpu(kfd.KfdStatus(True, False, None, {7: ok}))
+
+
 def test_module_cli_require_patch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert kfd.main(["--dev", str(tmp_path / "kfd"), "--require-patch"]) == 1
+    assert kfd.main(["--dev", str(tmp_path / "kfd"), "--require-gpu"]) == 1
     assert kfd.main(["--dev", str(tmp_path / "kfd"), "--json"]) == 0
     assert '"patch_loaded": false' in capsys.readouterr().out
