@@ -7,8 +7,9 @@
 #                nothing holds amdgpu, else ask for a reboot)
 #   --no-reload  never reload; the stock module comes back at the next boot
 # Steps: dkms remove (every kernel) -> rm -rf /usr/src/reef-amdgpu-VERSION (test hook:
-# REEF_SRC_ROOT replaces /usr/src) -> depmod -> update-initramfs -u for every kernel the package was built for (Debian's dkms does not,
-# and the initramfs would keep loading the patched amdgpu) -> reload or reboot notice.
+# REEF_SRC_ROOT replaces /usr/src) -> depmod -> update-initramfs -u for every kernel the
+# package was built for (Debian's dkms does not, and the initramfs would keep loading the
+# patched amdgpu) -> reload or reboot notice.
 # Exit codes: 0 ok, 1 a step failed, 2 usage, 3 refused.
 set -uo pipefail
 
