@@ -220,10 +220,12 @@ rollback() {
 # ^C or SIGTERM half-way through (e.g. during the long dkms build) undoes what was done
 trap 'say "interrupted"; rollback' INT TERM
 
-# 1. the DKMS source tree (replace an older registration of the same version)
-if [ -n "$old" ]; then
-	run dkms remove -m "$PKG" -v "$VER" --all > /dev/null 2>&1 || true
-fi
+# 1. the DKMS source tree (replace every older registration: two versions of the package
+#    would both provide amdgpu.ko)
+for v in $(dkms status -m "$PKG" 2> /dev/null | sed -nE "s#^$PKG/([^,:]+).*#\1#p" | sort -u); do
+	run dkms remove -m "$PKG" -v "$v" --all > /dev/null 2>&1 || true
+	[ "$v" = "$VER" ] || run rm -rf "/usr/src/$PKG-$v"
+done
 run rm -rf "$DEST"
 run mkdir -p "$DEST" || rollback
 DID_COPY=1

@@ -9,7 +9,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 INSTALL = ROOT / "tools" / "install-kfd-patch.sh"
 UNINSTALL = ROOT / "tools" / "uninstall-kfd-patch.sh"
-DEST = Path("/usr/src/reef-amdgpu-1.0.0")
+DEST = Path("/usr/src/reef-amdgpu-2.0.0")
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
@@ -32,8 +32,8 @@ def test_dry_run_shows_every_step_and_passes(tmp_path: Path) -> None:
     out = r.stdout
     for check in ("privileges", "patch series", "Secure Boot", "amdgpu-dkms", "AMD GPU"):
         assert check in out, check
-    for step in ("mkdir -p /usr/src/reef-amdgpu-1.0.0", "dkms add -m reef-amdgpu",
-                 "dkms build -m reef-amdgpu -v 1.0.0 -k 6.1.0-99-amd64",
+    for step in ("mkdir -p /usr/src/reef-amdgpu-2.0.0", "dkms add -m reef-amdgpu",
+                 "dkms build -m reef-amdgpu -v 2.0.0 -k 6.1.0-99-amd64",
                  "dkms install -m reef-amdgpu", "depmod -a 6.1.0-99-amd64",
                  "update-initramfs -u -k 6.1.0-99-amd64", "udevadm settle",
                  "modprobe amdgpu", "--require-patch --require-gpu"):
