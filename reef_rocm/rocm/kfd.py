@@ -636,6 +636,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--require-gpu", action="store_true",
                         help="exit 1 unless the topology has a GPU and QUERY succeeds for "
                         "every GPU in it (names real gpu_ids, not just the version)")
+    parser.add_argument("--options", action="store_true",
+                        help="also list each GPU's preemption options and expected costs")
     parser.add_argument("--dev", default=DEV_KFD, help="KFD device node (default /dev/kfd)")
     parser.add_argument("--sysfs", default=KFD_SYSFS, help="KFD sysfs root")
     args = parser.parse_args(argv)
@@ -646,6 +648,13 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(asdict(status), indent=2, sort_keys=True))
     else:
         print("\n".join(status.describe()))
+    if args.options:
+        for node in topology_gpus(args.sysfs):
+            print(f"gpu_id {node.gpu_id} preemption options:")
+            for opt in preemption_options(status, node.gpu_id):
+                patch = "patch" if opt.needs_patch else "no patch"
+                print(f"  {opt.name} ({patch}): {opt.mechanism}; scope: {opt.scope}; "
+                      f"expected cost: {opt.expected_cost}")
     if args.require_patch and not status.patch_loaded:
         return 1
     if args.require_gpu and not status_names_every_gpu(status):

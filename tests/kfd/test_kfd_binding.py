@@ -174,4 +174,6 @@ def test_module_cli_require_patch(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert kfd.main(["--dev", str(tmp_path / "kfd"), "--require-patch"]) == 1
     assert kfd.main(["--dev", str(tmp_path / "kfd"), "--require-gpu"]) == 1
     assert kfd.main(["--dev", str(tmp_path / "kfd"), "--json"]) == 0
+    assert kfd.main(["--dev", str(tmp_path / "kfd"), "--options",
+                     "--sysfs", str(_fake_topology(tmp_path / "sys"))]) == 0
     assert '"patch_loaded": false' in capsys.readouterr().out
