@@ -133,6 +133,8 @@ struct reef_kfd_kill_waves_args {
  * from it: it continues from @read_index up to the new write index.
  * -EBUSY: the HWS runlist is oversubscribed (the firmware could map a queue
  * again before it is rewound) or the scheduler is halted; nothing changed.
+ * -EACCES: amdkfd's hang recovery has reset a queue of the caller on this
+ * GPU (Linux 6.12), which leaves them unusable; nothing changed.
  */
 struct reef_kfd_reset_queues_args {
 	__u64 ring_base[REEF_KFD_MAX_RESET_QUEUES];
