@@ -183,6 +183,12 @@ class KfdNode:
     gpu_id: int
     name: str
     gfx_target_version: int
+    # PCI address (location_id = bus << 8 | device << 3 | function; bits 28+ hold the
+    # partition on partitioned GPUs) and unique_id: how a HIP/HSA device is matched to its
+    # node, since runtime ordinals do not follow KFD node order. None when not reported.
+    domain: int | None = None
+    location_id: int | None = None
+    unique_id: int | None = None
 
 
 def _read_int(path: Path) -> int | None:
@@ -209,16 +215,24 @@ def topology_gpus(sysfs_root: str | os.PathLike[str] = KFD_SYSFS) -> list[KfdNod
             name = (entry / "name").read_text().strip()
         except OSError:
             name = ""
-        gfx = 0
+        props: dict[str, int] = {}
         try:
             # "properties" is "key value" lines; gfx_target_version is e.g. 90006 (gfx906)
             for line in (entry / "properties").read_text().splitlines():
                 key, _, value = line.partition(" ")
-                if key == "gfx_target_version":
-                    gfx = int(value)
-        except (OSError, ValueError):
+                if key in ("gfx_target_version", "domain", "location_id", "unique_id"):
+                    try:
+                        props[key] = int(value)
+                    except ValueError:
+                        continue
+        except OSError:
             pass
-        gpus.append(KfdNode(int(entry.name), gpu_id, name, gfx))
+        gpus.append(
+            KfdNode(
+                int(entry.name), gpu_id, name, props.get("gfx_target_version", 0),
+                props.get("domain"), props.get("location_id"), props.get("unique_id"),
+            )  # fmt: skip
+        )
     return gpus
 
 
