@@ -1,0 +1,535 @@
+"""The gRPC service (reef_rocm/proto/reef.proto) on grpc.aio: sessions, validation, shared
+memory, placement, and the hand-off to each GPU's scheduler.
+
+Every request is checked completely before anything changes: a bad one gets a gRPC status
+naming the problem and leaves the server as it was. Scheduler futures are never cancelled from
+here (a cancelled future would make the scheduler's ``set_result`` fail): a caller that goes
+away leaves its inference to complete, and the result is discarded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+import grpc
+import numpy as np
+
+from reef_rocm import __version__
+from reef_rocm.errors import (
+    CodeObjectError,
+    GpuError,
+    ModelError,
+    PackageError,
+    ReefError,
+    UnsupportedError,
+)
+from reef_rocm.proto import SESSION_METADATA_KEY, reef_pb2, reef_pb2_grpc
+from reef_rocm.server.catalog import OutsideCatalog, PackageCatalog, check_target
+from reef_rocm.server.gpus import GpuFailed, GpuWorker
+from reef_rocm.server.placement import GpuLoad, PlacementError, place
+from reef_rocm.server.session import ServedModel, Session, TensorInfo
+from reef_rocm.server.shm import ShmError, ShmRegion
+
+log = logging.getLogger("reef.serve")
+
+MAX_REGIONS_PER_SESSION = 4096
+MAX_MODELS_PER_SESSION = 256
+
+
+class RequestError(Exception):
+    """A request the server refuses, with the gRPC status to refuse it with."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    from reef_rocm.sched import SchedulerClosed
+
+    C = grpc.StatusCode
+    msg = str(exc) or type(exc).__name__
+    if isinstance(exc, RequestError):
+        return exc.code, msg
+    if isinstance(exc, ShmError | PlacementError):
+        return C[exc.code], msg
+    if isinstance(exc, GpuFailed | SchedulerClosed):
+        return C.UNAVAILABLE, msg
+    if isinstance(exc, OutsideCatalog):
+        return C.PERMISSION_DENIED, msg
+    if isinstance(exc, ModelError):
+        return C.NOT_FOUND, msg
+    if isinstance(exc, PackageError | CodeObjectError | ValueError | TypeError):
+        return C.INVALID_ARGUMENT, msg
+    if isinstance(exc, UnsupportedError):
+        return C.FAILED_PRECONDITION, msg
+    if isinstance(exc, GpuError) and "out of memory" in msg.lower():
+        return C.RESOURCE_EXHAUSTED, msg
+    if isinstance(exc, ReefError):
+        return C.INTERNAL, msg
+    return C.INTERNAL, f"internal error: {type(exc).__name__}: {msg}"
+
+
+def _rpc(fn: Callable) -> Callable:
+    """Unary handlers: map refusals and errors onto gRPC statuses."""
+
+    @functools.wraps(fn)
+    async def wrapper(self: ReefService, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await fn(self, request, context)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - every error becomes a status
+            code, msg = _status_of(exc)
+            if code == grpc.StatusCode.INTERNAL:
+                log.exception("%s failed", fn.__name__)
+            else:
+                log.debug("%s refused: %s %s", fn.__name__, code.name, msg)
+            await context.abort(code, msg)
+
+    return wrapper
+
+
+def _bridge(fut: Future, loop: asyncio.AbstractEventLoop) -> asyncio.Future:
+    """An asyncio future that follows a scheduler future and never cancels it."""
+    afut = loop.create_future()
+
+    def done(f: Future) -> None:
+        def settle() -> None:
+            if afut.done():
+                return
+            exc = f.exception()
+            if exc is not None:
+                afut.set_exception(exc)
+            else:
+                afut.set_result(f.result())
+
+        loop.call_soon_threadsafe(settle)
+
+    fut.add_done_callback(done)
+    return afut
+
+
+class _Job:
+    """One validated inference: inputs as arrays, where each output goes."""
+
+    __slots__ = ("model", "inputs", "out_views", "t0")
+
+    def __init__(self, model: ServedModel, inputs: list[np.ndarray],
+                 out_views: list[tuple[np.ndarray, Any] | None], t0: int) -> None:  # fmt: skip
+        self.model, self.inputs, self.out_views, self.t0 = model, inputs, out_views, t0
+
+
+class ReefService(reef_pb2_grpc.ReefServicer):
+    def __init__(
+        self, workers: list[GpuWorker], catalog: PackageCatalog, policy: str,
+        max_inline_bytes: int,
+    ) -> None:  # fmt: skip
+        self.workers = workers
+        self.catalog = catalog
+        self.policy = policy
+        self.max_inline_bytes = max_inline_bytes
+        self.sessions: dict[str, Session] = {}  # by token
+        self.stopping = False
+        self._place_lock = asyncio.Lock()
+        self._unmapped_later: list[ShmRegion] = []
+        self._tasks: set[asyncio.Task] = set()
+
+    # ------------------------------------------------------------------ sessions
+    def _session(self, context: grpc.aio.ServicerContext) -> Session:
+        if self.stopping:
+            raise RequestError(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
+        token = None
+        for k, v in context.invocation_metadata() or ():
+            if k == SESSION_METADATA_KEY:
+                token = v
+                break
+        if not token:
+            raise RequestError(
+                grpc.StatusCode.UNAUTHENTICATED,
+                f"no session: call Connect first and send its token as {SESSION_METADATA_KEY!r} "
+                "metadata",
+            )
+        s = self.sessions.get(token)
+        if s is None or s.ended:
+            raise RequestError(grpc.StatusCode.UNAUTHENTICATED, "unknown or ended session")
+        return s
+
+    async def Connect(self, request: Any, context: grpc.aio.ServicerContext):  # noqa: N802
+        if self.stopping:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
+        gpu = request.gpu if request.HasField("gpu") else None
+        if gpu is not None and not 0 <= gpu < len(self.workers):
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"no GPU {gpu}: this server runs GPUs 0..{len(self.workers) - 1}",
+            )
+        s = Session(request.client_name[:200], request.workload[:200], gpu)
+        self.sessions[s.token] = s
+        log.info("session %s opened: client %r, workload %r, peer %s", s.id, s.client,
+                 s.workload, context.peer())  # fmt: skip
+        reason = "client closed the session"
+        try:
+            yield reef_pb2.SessionEvent(
+                welcome=reef_pb2.Welcome(
+                    session_id=s.id, token=s.token, server_version=__version__,
+                    max_inline_bytes=self.max_inline_bytes, policy=self.policy,
+                    gpus=[self._gpu_info(w) for w in self.workers],
+                )
+            )  # fmt: skip
+            while True:
+                ev = await s.events.get()
+                if ev is None:  # the server ends the session (shutdown)
+                    reason = "server shutdown"
+                    break
+                yield ev
+        except asyncio.CancelledError:
+            reason = "connection lost"
+            raise
+        finally:
+            self._spawn(self.end_session(s, reason))
+
+    def _spawn(self, coro: Any) -> None:
+        t = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+
+    async def end_session(self, s: Session, reason: str) -> None:
+        """Release everything the session holds: wait for its in-flight inferences (finished
+        or failed by the scheduler; results discarded), unload its models, unmap its regions."""
+        if s.ended:
+            return
+        s.ended = True
+        self.sessions.pop(s.token, None)
+        if s.in_flight:
+            await asyncio.wait(list(s.in_flight))
+        n_models = len(s.models)
+        for m in list(s.models.values()):
+            try:
+                await asyncio.to_thread(m.gpu.unload, m.handle)
+            except Exception as e:  # noqa: BLE001 - release the rest anyway
+                log.warning("session %s: unloading %s failed: %s", s.id, m.name, e)
+        s.models.clear()
+        n_regions = len(s.regions)
+        for r in s.regions.values():
+            self._unmap(r)
+        s.regions.clear()
+        self._retry_unmaps()
+        log.info("session %s (%s) ended: %s; released %d model(s), %d shm region(s)",
+                 s.id, s.client, reason, n_models, n_regions)  # fmt: skip
+
+    def _unmap(self, r: ShmRegion) -> None:
+        if not r.close():
+            self._unmapped_later.append(r)
+
+    def _retry_unmaps(self) -> None:
+        self._unmapped_later = [r for r in self._unmapped_later if not r.retry_close()]
+
+    @property
+    def mapped_regions(self) -> int:
+        return sum(len(s.regions) for s in self.sessions.values()) + len(self._unmapped_later)
+
+    # ------------------------------------------------------------------ models
+    def _loads(self) -> list[GpuLoad]:
+        loads = []
+        for w in self.workers:
+            workloads, models = set(), 0
+            for s in self.sessions.values():
+                n = sum(1 for m in s.models.values() if m.gpu is w)
+                if n:
+                    workloads.add(s.workload)
+                    models += n
+            loads.append(GpuLoad(w.index, w.healthy, frozenset(workloads), models, w.error))
+        return loads
+
+    @_rpc
+    async def Load(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+        s = self._session(context)
+        if request.priority not in ("rt", "be"):
+            raise RequestError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"priority must be 'rt' or 'be', got {request.priority!r}",
+            )
+        which = request.WhichOneof("source")
+        if which is None:
+            raise RequestError(
+                grpc.StatusCode.INVALID_ARGUMENT, "name a package: path or zoo model"
+            )
+        if len(s.models) >= MAX_MODELS_PER_SESSION:
+            raise RequestError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"a session may hold at most {MAX_MODELS_PER_SESSION} models",
+            )
+        pinned = request.gpu if request.HasField("gpu") else s.gpu
+        async with self._place_lock:
+            w = self.workers[place(self._loads(), s.workload, pinned)]
+            if which == "path":
+                pkg = await asyncio.to_thread(self.catalog.by_path, request.path)
+            else:
+                pkg = await asyncio.to_thread(
+                    self.catalog.by_name, request.zoo.name, request.zoo.target,
+                    w.device.info.arch,
+                )  # fmt: skip
+            check_target(pkg, w.device)
+            handle = await asyncio.to_thread(w.load, pkg, request.priority, s.label)
+            if s.ended:  # the client left while its model loaded
+                await asyncio.to_thread(w.unload, handle)
+                raise RequestError(grpc.StatusCode.CANCELLED, "session ended")
+            m = ServedModel(
+                handle, w, handle.name, handle.priority, getattr(handle, "variant", ""),
+                [_info(t) for t in handle.input_specs], [_info(t) for t in handle.output_specs],
+            )  # fmt: skip
+            s.add_model(m)
+        log.info("session %s: loaded %s as %s on GPU %d (model %d)", s.id, m.name, m.priority,
+                 w.index, m.id)  # fmt: skip
+        return reef_pb2.LoadReply(
+            model_id=m.id, name=m.name, priority=m.priority, gpu=w.index, variant=m.variant,
+            inputs=[_spec(t) for t in m.inputs], outputs=[_spec(t) for t in m.outputs],
+        )  # fmt: skip
+
+    def _model(self, s: Session, model_id: int) -> ServedModel:
+        m = s.models.get(model_id)
+        if m is None:
+            raise RequestError(
+                grpc.StatusCode.NOT_FOUND,
+                f"model {model_id} is not loaded in this session (never loaded, or unloaded)",
+            )
+        return m
+
+    @_rpc
+    async def Unload(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+        s = self._session(context)
+        m = self._model(s, request.model_id)
+        del s.models[m.id]  # new requests for it fail from here on
+        if m.in_flight:
+            await asyncio.wait(list(m.in_flight))
+        await asyncio.to_thread(m.gpu.unload, m.handle)
+        log.info("session %s: unloaded %s (model %d)", s.id, m.name, m.id)
+        return reef_pb2.UnloadReply()
+
+    # ------------------------------------------------------------------ shared memory
+    @_rpc
+    async def RegisterShm(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+        s = self._session(context)
+        if len(s.regions) >= MAX_REGIONS_PER_SESSION:
+            raise RequestError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"a session may map at most {MAX_REGIONS_PER_SESSION} shm regions",
+            )
+        r = s.new_region(request.name, int(request.size))
+        return reef_pb2.RegisterShmReply(region_id=r.id, size=r.size)
+
+    @_rpc
+    async def UnregisterShm(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+        s = self._session(context)
+        r = s.regions.pop(request.region_id, None)
+        if r is None:
+            raise RequestError(
+                grpc.StatusCode.NOT_FOUND,
+                f"shm region {request.region_id} is not registered in this session",
+            )
+        self._unmap(r)
+        return reef_pb2.UnregisterShmReply()
+
+    # ------------------------------------------------------------------ inference
+    def _region(self, s: Session, region_id: int) -> ShmRegion:
+        r = s.regions.get(region_id)
+        if r is None:
+            raise RequestError(
+                grpc.StatusCode.NOT_FOUND,
+                f"shm region {region_id} is not registered in this session",
+            )
+        return r
+
+    def _prepare(self, s: Session, request: Any) -> _Job:
+        t0 = time.perf_counter_ns()
+        m = self._model(s, request.model_id)
+        m.gpu.check()
+        C = grpc.StatusCode
+        if len(request.inputs) != len(m.inputs):
+            raise RequestError(
+                C.INVALID_ARGUMENT,
+                f"{m.name} takes {len(m.inputs)} input(s) "
+                f"({', '.join(t.name for t in m.inputs)}), got {len(request.inputs)}",
+            )
+        if request.outputs and len(request.outputs) != len(m.outputs):
+            raise RequestError(
+                C.INVALID_ARGUMENT,
+                f"{m.name} has {len(m.outputs)} output(s); give a shm slice for each or none "
+                f"(all inline), got {len(request.outputs)}",
+            )
+        inline_bytes = 0
+        arrays: list[np.ndarray] = []
+        for i, (t, spec) in enumerate(zip(request.inputs, m.inputs, strict=True)):
+            what = f"{m.name} input {i} ({spec.name})"
+            try:
+                dt = np.dtype(t.dtype)
+            except TypeError:
+                msg = f"{what}: unknown dtype {t.dtype!r}"
+                raise RequestError(C.INVALID_ARGUMENT, msg) from None
+            if dt != spec.dtype or tuple(t.shape) != spec.shape:
+                raise RequestError(
+                    C.INVALID_ARGUMENT,
+                    f"{what} must be {spec.dtype}{list(spec.shape)}, got {t.dtype}{list(t.shape)}",
+                )
+            kind = t.WhichOneof("data")
+            if kind == "inline":
+                inline_bytes += len(t.inline)
+                if len(t.inline) != spec.nbytes:
+                    raise RequestError(
+                        C.INVALID_ARGUMENT,
+                        f"{what}: {len(t.inline)} bytes of data for a tensor of {spec.nbytes}",
+                    )
+                arrays.append(np.frombuffer(t.inline, dtype=dt).reshape(spec.shape))
+            elif kind == "shm":
+                arrays.append(self._slice_view(s, t.shm, spec, what))
+            else:
+                raise RequestError(C.INVALID_ARGUMENT, f"{what}: no data (inline or shm)")
+        out_views: list[tuple[np.ndarray, Any] | None] = []
+        if request.outputs:
+            for i, (sl, spec) in enumerate(zip(request.outputs, m.outputs, strict=True)):
+                what = f"{m.name} output {i} ({spec.name})"
+                out_views.append((self._slice_view(s, sl, spec, what), sl))
+        else:
+            inline_bytes += sum(t.nbytes for t in m.outputs)
+            out_views = [None] * len(m.outputs)
+        if inline_bytes > self.max_inline_bytes:
+            raise RequestError(
+                C.RESOURCE_EXHAUSTED,
+                f"{inline_bytes} bytes of inline tensors (inputs and inline outputs) exceed "
+                f"this server's limit of {self.max_inline_bytes}; pass them through shared "
+                "memory (RegisterShm)",
+            )
+        return _Job(m, arrays, out_views, t0)
+
+    def _slice_view(self, s: Session, sl: Any, spec: TensorInfo, what: str) -> np.ndarray:
+        if sl.nbytes != spec.nbytes:
+            raise RequestError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"{what}: shm slice of {sl.nbytes} bytes for a tensor of {spec.nbytes}",
+            )
+        r = self._region(s, sl.region_id)
+        try:
+            return r.view(int(sl.offset), int(sl.nbytes), spec.dtype, spec.shape)
+        except ShmError as e:
+            raise ShmError(f"{what}: {e}", e.code) from None
+
+    def _submit(self, s: Session, job: _Job) -> asyncio.Future:
+        m = job.model
+        fut = m.gpu.submit(m.handle, job.inputs)  # ValueError for what _prepare let through
+        afut = _bridge(fut, asyncio.get_running_loop())
+        s.in_flight.add(afut)
+        m.in_flight.add(afut)
+
+        def forget(_: asyncio.Future) -> None:
+            s.in_flight.discard(afut)
+            m.in_flight.discard(afut)
+
+        afut.add_done_callback(forget)
+        return afut
+
+    def _reply(self, job: _Job, res: Any) -> Any:
+        outs = []
+        for arr, target, spec in zip(res.outputs, job.out_views, job.model.outputs, strict=True):
+            if target is None:
+                data = np.ascontiguousarray(arr).tobytes()
+                outs.append(reef_pb2.Tensor(dtype=spec.dtype.name, shape=spec.shape, inline=data))
+            else:
+                view, sl = target
+                view[...] = arr
+                outs.append(reef_pb2.Tensor(dtype=spec.dtype.name, shape=spec.shape, shm=sl))
+        rec = res.record
+        timing = reef_pb2.Timing(
+            server_us=(time.perf_counter_ns() - job.t0) / 1e3,
+            scheduler_us=rec.latency_us or 0.0, preemptions=rec.preemptions,
+        )  # fmt: skip
+        return reef_pb2.InferReply(outputs=outs, timing=timing)
+
+    @_rpc
+    async def Infer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+        s = self._session(context)
+        job = self._prepare(s, request)
+        afut = self._submit(s, job)
+        res = await asyncio.shield(afut)  # a caller that leaves does not cancel the inference
+        return self._reply(job, res)
+
+    @_rpc
+    async def InferAsync(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+        s = self._session(context)
+        tag = request.tag
+        if tag in s.async_tags:
+            raise RequestError(
+                grpc.StatusCode.ALREADY_EXISTS, f"tag {tag} is already in flight in this session"
+            )
+        job = self._prepare(s, request)
+        afut = self._submit(s, job)
+        s.async_tags.add(tag)
+
+        def complete(f: asyncio.Future) -> None:
+            s.async_tags.discard(tag)
+            if s.ended:
+                return  # nobody to tell: discarded
+            if f.exception() is None:
+                try:
+                    c = reef_pb2.Completion(tag=tag, code=0, reply=self._reply(job, f.result()))
+                except Exception as exc:  # noqa: BLE001
+                    code, msg = _status_of(exc)
+                    c = reef_pb2.Completion(tag=tag, code=code.value[0], message=msg)
+            else:
+                code, msg = _status_of(f.exception())
+                c = reef_pb2.Completion(tag=tag, code=code.value[0], message=msg)
+            s.events.put_nowait(reef_pb2.SessionEvent(completion=c))
+
+        afut.add_done_callback(complete)
+        return reef_pb2.InferAccepted(tag=tag)
+
+    # ------------------------------------------------------------------ status
+    def _gpu_info(self, w: GpuWorker) -> Any:
+        info = w.device.info
+        return reef_pb2.GpuInfo(
+            index=w.index, name=info.name, backend=info.backend, arch=info.arch,
+            simulated=bool(info.extra.get("simulated")),
+        )  # fmt: skip
+
+    @_rpc
+    async def Status(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+        me = self._session(context)
+        self._retry_unmaps()
+        gpus = []
+        for w in self.workers:
+            st = await asyncio.to_thread(w.status)
+            models = [
+                reef_pb2.ModelStatus(model_id=m.id, name=m.name, priority=m.priority,
+                                     client=s.client, workload=s.workload, mine=s is me)
+                for s in self.sessions.values() for m in s.models.values() if m.gpu is w
+            ]  # fmt: skip
+            gpus.append(
+                reef_pb2.GpuStatus(
+                    info=self._gpu_info(w), healthy=w.healthy, error=w.error,
+                    policy=st.policy if st else self.policy, models=models,
+                    queue_depths={k: int(v) for k, v in (st.queue_depths if st else {}).items()},
+                    preemptions=int(st.preemptions) if st else 0,
+                    memory_in_use_bytes=w.memory_in_use(),
+                    memory_total_bytes=int(w.device.info.memory_bytes),
+                    workloads=sorted({m.workload for m in models}),
+                )
+            )  # fmt: skip
+        return reef_pb2.StatusReply(
+            server_version=__version__, policy=self.policy, gpus=gpus,
+            sessions=len(self.sessions), shm_regions=self.mapped_regions,
+            in_flight=sum(len(s.in_flight) for s in self.sessions.values()),
+        )  # fmt: skip
+
+
+def _info(t: Any) -> TensorInfo:
+    return TensorInfo(t.name, tuple(t.shape), np.dtype(t.dtype))
+
+
+def _spec(t: TensorInfo) -> Any:
+    return reef_pb2.TensorSpec(name=t.name, shape=t.shape, dtype=t.dtype.name)
