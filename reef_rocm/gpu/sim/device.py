@@ -58,9 +58,11 @@ from reef_rocm.gpu.api import (
 )
 from reef_rocm.gpu.params import ParamBlock
 from reef_rocm.gpu.sim.config import SimConfig, occupancy
+from reef_rocm.gpu.sim.effects import Effect, resolve_effect
 from reef_rocm.gpu.sim.memory import Allocation, SimMemory
 from reef_rocm.gpu.sim.spec import (
     ROLE_COMPLETION_SLOT,
+    ROLE_POLL_EVERY,
     ROLE_POLL_INTERVAL,
     ROLE_PREEMPT_FLAG,
     SimKernelSpec,
@@ -197,6 +199,7 @@ class _KernelRun(_Op):
     poll_ns: int = 0
     flag_addr: int | None = None
     slot_addr: int | None = None
+    effect: Effect | None = None
     activation: int = -1
     activate_ns: int | None = None
     first_block_ns: int | None = None
@@ -413,6 +416,10 @@ class SimKernel(Kernel):
         self._module = module
         self.spec = spec
         self.name = spec.name
+        # a declarative effect is resolved by op name when the module loads
+        self.effect: Effect | None = (
+            resolve_effect(spec.name, spec.effect, spec.params) if spec.effect else None
+        )
 
     @property
     def attributes(self) -> dict[str, int]:
@@ -479,22 +486,19 @@ class SimModule(Module):
         self._device = device
         self.spec = spec
         self.unloaded = False
-        self._kernels: dict[str, SimKernel] = {}
+        # every kernel is built (and its effect resolved) at load, so a bad image fails here
+        self._kernels: dict[str, SimKernel] = {k.name: SimKernel(self, k) for k in spec.kernels}
 
     def get_kernel(self, name: str) -> SimKernel:
         if self.unloaded:
             raise GpuError("sim.get_kernel", 400, f"module {self.spec.name!r} was unloaded")
         if name not in self._kernels:
-            try:
-                spec = self.spec.kernel(name)
-            except KeyError:
-                raise GpuError(
-                    "sim.get_kernel",
-                    500,
-                    f"no kernel {name!r} in sim module {self.spec.name!r} "
-                    f"(has {', '.join(self.spec.names) or 'none'}) {SIM_TAG}",
-                ) from None
-            self._kernels[name] = SimKernel(self, spec)
+            raise GpuError(
+                "sim.get_kernel",
+                500,
+                f"no kernel {name!r} in sim module {self.spec.name!r} "
+                f"(has {', '.join(self.spec.names) or 'none'}) {SIM_TAG}",
+            )
         return self._kernels[name]
 
     def unload(self) -> None:
@@ -792,7 +796,18 @@ class SimDevice(Device):
         for addr, what in ((flag, "preempt flag"), (slot, "completion slot")):
             if addr is not None:
                 self.memory.resolve(addr, 4, f"{spec.name} {what}")
-        poll_us = float(args[pi]) if pi is not None else (spec.poll_interval_us or 0.0)
+        ei = spec.role_index(ROLE_POLL_EVERY)
+        block_ns = max(1, _ns(spec.block_time_us))
+        every = int(args[ei]) if ei is not None else spec.poll_every
+        if pi is not None:
+            poll_us = float(args[pi])
+        elif every is not None:
+            if every < 0:
+                raise ValueError(f"kernel {spec.name}: poll_every {every} is negative")
+            # N loop iterations of a block of loop_trips iterations; N >= trips: never polls
+            poll_us = 0.0 if every == 0 else _us(block_ns) * every / spec.loop_trips
+        else:
+            poll_us = spec.poll_interval_us or 0.0
         if poll_us < 0:
             raise ValueError(f"kernel {spec.name}: poll interval {poll_us} us is negative")
         if poll_us and not self.capabilities.in_kernel_polling:
@@ -810,7 +825,8 @@ class SimDevice(Device):
             args=args,
             num_blocks=config.num_blocks,
             units=CAPACITY // occ,
-            block_ns=max(1, _ns(spec.block_time_us)),
+            block_ns=block_ns,
+            effect=kernel.effect,
             skip_ns=_ns(spec.skip_time_us)
             if spec.skip_time_us is not None
             else self._lat_ns["skip"],
@@ -919,21 +935,24 @@ class SimDevice(Device):
         spec = run.spec
         assert spec is not None and run.config is not None
         if outcome == "completed":
+            if spec.on_block is not None or run.effect is not None:
+                ctx = SimBlockContext(
+                    spec.name,
+                    blk.index,
+                    run.config.grid,
+                    run.config.block,
+                    spec.params,
+                    run.args,
+                    self.memory,
+                    self.now_us,
+                )  # fmt: skip
+                if run.effect is not None:
+                    run.effect.apply(ctx)
+                if spec.on_block is not None:
+                    spec.on_block(ctx)
+            # the count comes after the block's writes (the release fence real kernels need)
             if run.slot_addr is not None:
                 self.memory.add_u32(run.slot_addr, 1)
-            if spec.on_block is not None:
-                spec.on_block(
-                    SimBlockContext(
-                        spec.name,
-                        blk.index,
-                        run.config.grid,
-                        run.config.block,
-                        spec.params,
-                        run.args,
-                        self.memory,
-                        self.now_us,
-                    )  # fmt: skip
-                )
         if self.trace is not None:
             self.trace.records.append(
                 TraceRecord(

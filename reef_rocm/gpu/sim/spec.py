@@ -49,7 +49,11 @@ PARAM_TYPES: dict[str, tuple[int, str]] = {
 ROLE_PREEMPT_FLAG = "preempt_flag"  # u32 in device memory; nonzero -> blocks return early
 ROLE_COMPLETION_SLOT = "completion_slot"  # u32 every completed block atomically increments
 ROLE_POLL_INTERVAL = "poll_interval_us"  # numeric: in-kernel flag poll period (0 = none)
-ROLES = (ROLE_PREEMPT_FLAG, ROLE_COMPLETION_SLOT, ROLE_POLL_INTERVAL)
+# integer: poll the flag every N iterations of the block's loop (``loop_trips`` per block);
+# 0 = block-start check only. What the transformer's ``reef_poll_every`` argument means.
+ROLE_POLL_EVERY = "poll_every"
+ROLES = (ROLE_PREEMPT_FLAG, ROLE_COMPLETION_SLOT, ROLE_POLL_INTERVAL, ROLE_POLL_EVERY)
+INT_TYPES = ("i8", "u8", "i16", "u16", "i32", "u32", "i64", "u64")
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,8 @@ class SimParam:
             raise ValueError(f"parameter {self.name!r}: a {self.role} must be a pointer")
         if self.role == ROLE_POLL_INTERVAL and self.type == "ptr":
             raise ValueError(f"parameter {self.name!r}: a poll interval must be a number")
+        if self.role == ROLE_POLL_EVERY and self.type not in INT_TYPES:
+            raise ValueError(f"parameter {self.name!r}: poll_every must be an integer type")
 
     @property
     def size(self) -> int:
@@ -133,8 +139,14 @@ class SimKernelSpec:
     returns after ``skip_time_us`` (device default when None) without doing its work. With a
     poll interval (``poll_interval_us`` here or a parameter with that role, which wins) the
     block also re-reads the flag every interval of its work and returns at the first poll that
-    sees it set. Only blocks that run to the end increment the completion slot and run
-    ``on_block``.
+    sees it set. A block is ``loop_trips`` iterations of one loop: with ``poll_every`` N (here,
+    or a parameter with that role, which wins) it polls every N iterations, i.e. every
+    ``block_time_us / loop_trips * N`` us (N = 0: block-start check only). Only blocks that run
+    to the end increment the completion slot and run ``on_block`` and ``effect``.
+
+    ``effect``: a declarative functional effect (a dict naming an op of
+    reef_rocm.gpu.sim.effects.EFFECTS and the parameters it reads/writes); unlike ``on_block``
+    it survives JSON, so it can live in a model package.
 
     Occupancy: ``blocks_per_cu`` if given, else computed from ``registers`` (per thread),
     ``shared_bytes`` (static) plus the launch's dynamic shared memory, and the block size,
@@ -151,6 +163,9 @@ class SimKernelSpec:
     blocks_per_cu: int | None = None
     poll_interval_us: float | None = None
     skip_time_us: float | None = None
+    loop_trips: int = 1
+    poll_every: int | None = None
+    effect: Mapping[str, Any] | None = None
     on_block: Callable[[SimBlockContext], None] | None = field(default=None, compare=False)
     meta: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
@@ -172,7 +187,20 @@ class SimKernelSpec:
             v = getattr(self, what)
             if v is not None and v < 0:
                 raise ValueError(f"kernel {self.name}: {what} must be >= 0")
-        polls = self.poll_interval_us or self.role_index(ROLE_POLL_INTERVAL) is not None
+        if not isinstance(self.loop_trips, int) or self.loop_trips < 1:
+            raise ValueError(f"kernel {self.name}: loop_trips must be an int >= 1")
+        if self.poll_every is not None and (
+            not isinstance(self.poll_every, int) or self.poll_every < 0
+        ):
+            raise ValueError(f"kernel {self.name}: poll_every must be an int >= 0")
+        if self.effect is not None and not isinstance(self.effect, Mapping):
+            raise ValueError(f"kernel {self.name}: effect must be a dict")
+        polls = (
+            self.poll_interval_us
+            or self.poll_every
+            or self.role_index(ROLE_POLL_INTERVAL) is not None
+            or self.role_index(ROLE_POLL_EVERY) is not None
+        )
         if polls and self.role_index(ROLE_PREEMPT_FLAG) is None:
             raise ValueError(f"kernel {self.name}: polling needs a preempt_flag parameter")
         for what in ("registers", "shared_bytes", "local_bytes"):
@@ -202,9 +230,11 @@ class SimKernelSpec:
             "local_bytes": self.local_bytes,
             "max_threads_per_block": self.max_threads_per_block,
         }
-        for k in ("blocks_per_cu", "poll_interval_us", "skip_time_us"):
+        for k in ("blocks_per_cu", "poll_interval_us", "skip_time_us", "poll_every", "effect"):
             if getattr(self, k) is not None:
-                d[k] = getattr(self, k)
+                d[k] = getattr(self, k) if k != "effect" else dict(self.effect)  # type: ignore
+        if self.loop_trips != 1:
+            d["loop_trips"] = self.loop_trips
         if self.meta:
             d["meta"] = dict(self.meta)
         # callables cannot be serialised; say that one was dropped rather than hide it
@@ -217,6 +247,7 @@ class SimKernelSpec:
         known = {
             "name", "block_time_us", "params", "registers", "shared_bytes", "local_bytes",
             "max_threads_per_block", "blocks_per_cu", "poll_interval_us", "skip_time_us", "meta",
+            "loop_trips", "poll_every", "effect",
         }  # fmt: skip
         unknown = set(d) - known - {"on_block_dropped"}
         if unknown:
