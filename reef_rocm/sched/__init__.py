@@ -11,7 +11,13 @@ from reef_rocm.sched.engine import SchedulerClosed
 from reef_rocm.sched.model import ModelHandle
 from reef_rocm.sched.options import SchedOptions
 from reef_rocm.sched.records import (
-    InferenceResult, LoadSpec, PreemptionRecord, RequestRecord, RunResult, SchedStatus, TensorSpec,
+    InferenceResult,
+    LoadSpec,
+    PreemptionRecord,
+    RequestRecord,
+    RunResult,
+    SchedStatus,
+    TensorSpec,
 )  # fmt: skip
 from reef_rocm.sched.scheduler import Scheduler, outputs_match
 

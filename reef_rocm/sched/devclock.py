@@ -52,7 +52,9 @@ def _sim_image() -> Any:
         t_ns = int(round((ctx.now_us - SIM_BLOCK_US) * 1000))
         ctx.memory.write(int(ctx.arg("out")), np.array([t_ns], dtype="<u8").view(np.uint8))
 
-    return SimKernelSpec(KERNEL, block_time_us=SIM_BLOCK_US, params=["out:ptr"], on_block=store_start)
+    return SimKernelSpec(
+        KERNEL, block_time_us=SIM_BLOCK_US, params=["out:ptr"], on_block=store_start
+    )
 
 
 def timestamp_image(device: Any) -> tuple[Any | None, str]:
@@ -138,7 +140,9 @@ class DeviceStamps:
             self.calibration = Calibration(note=self.reason)
             return self.calibration
         if self.device.info.extra.get("simulated"):
-            self.calibration = Calibration(0, 0, 0, True, "sim: host and device share the virtual clock")
+            self.calibration = Calibration(
+                0, 0, 0, True, "sim: host and device share the virtual clock"
+            )
             return self.calibration
         best = None
         for _ in range(max(1, samples)):

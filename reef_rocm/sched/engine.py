@@ -26,7 +26,14 @@ from reef_rocm.sched.devclock import DeviceStamps
 from reef_rocm.sched.model import LoadedModel, ModelHandle
 from reef_rocm.sched.options import SchedOptions
 from reef_rocm.sched.policy.base import (
-    CONTINUE_BE, LAUNCH_RT, PREEMPT, RESUME_BE, START_BE, START_ONE_BE, Policy, View,
+    CONTINUE_BE,
+    LAUNCH_RT,
+    PREEMPT,
+    RESUME_BE,
+    START_BE,
+    START_ONE_BE,
+    Policy,
+    View,
 )  # fmt: skip
 from reef_rocm.sched.preempt import Preemptor
 from reef_rocm.sched.records import PreemptionRecord, RequestRecord
@@ -275,8 +282,13 @@ class Engine:
         elif a & START_ONE_BE and not any(q.cur is not None for q in self.be):
             best = None
             for q in self.be:
-                if q.tasks and not q.held and (
-                    best is None or q.tasks[0].record.arrival_us < best.tasks[0].record.arrival_us
+                if (
+                    q.tasks
+                    and not q.held
+                    and (
+                        best is None
+                        or q.tasks[0].record.arrival_us < best.tasks[0].record.arrival_us
+                    )
                 ):
                     best = q
             if best is not None:

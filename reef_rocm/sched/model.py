@@ -134,9 +134,7 @@ class LoadedModel:
         self.out_stage = [
             _pinned_like(dev, s.shape, np.dtype(s.dtype), self._keep) for s in self.output_specs
         ]
-        self.preemptible = any(
-            a["kind"] == "completion_slot" for k in inst.kernels for a in k.args
-        )
+        self.preemptible = any(a["kind"] == "completion_slot" for k in inst.kernels for a in k.args)
         self.slot_host = _pinned_like(dev, (max(1, self.n),), np.dtype(np.uint32), self._keep)
         self._slots = inst.completion_slots
         # per-kernel cost (us) for the device-queue cap

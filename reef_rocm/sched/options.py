@@ -38,7 +38,9 @@ class SchedOptions:
             raise ValueError(
                 f"SchedOptions.device_queue_cap_us must be > 0, got {self.device_queue_cap_us}"
             )
-        if not (isinstance(self.device_queue_cap_kernels, int) and self.device_queue_cap_kernels >= 1):
+        if not (
+            isinstance(self.device_queue_cap_kernels, int) and self.device_queue_cap_kernels >= 1
+        ):
             raise ValueError(
                 "SchedOptions.device_queue_cap_kernels must be an int >= 1, got "
                 f"{self.device_queue_cap_kernels!r}"

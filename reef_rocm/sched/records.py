@@ -112,9 +112,11 @@ class RunResult:
 
     def of(self, priority: str | None = None, client: str | None = None) -> list[RequestRecord]:
         return [
-            r for r in self.requests
-            if (priority is None or r.priority == priority) and (client is None or r.client == client)
-        ]  # fmt: skip
+            r
+            for r in self.requests
+            if (priority is None or r.priority == priority)
+            and (client is None or r.client == client)
+        ]
 
     def as_dict(self) -> dict[str, Any]:
         return {

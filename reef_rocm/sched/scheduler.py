@@ -27,7 +27,7 @@ import numpy as np
 from reef_rocm.errors import ReefError
 from reef_rocm.package.files import ModelPackage
 from reef_rocm.sched.clock import clock_for
-from reef_rocm.sched.engine import Engine, SchedulerClosed, Task
+from reef_rocm.sched.engine import Engine, SchedulerClosed
 from reef_rocm.sched.model import ModelHandle
 from reef_rocm.sched.options import SchedOptions
 from reef_rocm.sched.policy import get_policy
@@ -149,7 +149,9 @@ class Scheduler:
             self._thread.join()
         else:
             try:
-                self.engine.cancel_all(SchedulerClosed("scheduler closed before this request finished"))
+                self.engine.cancel_all(
+                    SchedulerClosed("scheduler closed before this request finished")
+                )
             finally:
                 self.engine.close()
 
@@ -178,7 +180,9 @@ class Scheduler:
         e = self.engine
         depths = {}
         for q in e.be:
-            depths[q.handle.client] = depths.get(q.handle.client, 0) + len(q.tasks) + (q.cur is not None)
+            depths[q.handle.client] = (
+                depths.get(q.handle.client, 0) + len(q.tasks) + (q.cur is not None)
+            )
         depths["rt"] = len(e.rt_fifo) + len(e.rt_inflight)
         return SchedStatus(
             policy=self.policy.name,

@@ -17,7 +17,7 @@ from functools import cache
 
 from reef_rocm.errors import UnsupportedError
 from reef_rocm.gpu.api import Capabilities
-from reef_rocm.sched.policy.base import PreemptPlan, Policy, View
+from reef_rocm.sched.policy.base import Policy, PreemptPlan, View
 
 __all__ = ["Policy", "PreemptPlan", "View", "all_policies", "available_policies", "get_policy",
            "missing_capabilities"]  # fmt: skip

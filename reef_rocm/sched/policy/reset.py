@@ -13,7 +13,14 @@ One module, registered under three names (see ``POLICIES``).
 from __future__ import annotations
 
 from reef_rocm.sched.policy.base import (
-    CONTINUE_BE, LAUNCH_RT, PREEMPT, RESUME_BE, START_BE, Policy, PreemptPlan, View,
+    CONTINUE_BE,
+    LAUNCH_RT,
+    PREEMPT,
+    RESUME_BE,
+    START_BE,
+    Policy,
+    PreemptPlan,
+    View,
 )  # fmt: skip
 
 LEVELS = {

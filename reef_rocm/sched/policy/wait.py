@@ -5,7 +5,14 @@ kernels finish - before RT launches."""
 from __future__ import annotations
 
 from reef_rocm.sched.policy.base import (
-    CONTINUE_BE, LAUNCH_RT, PREEMPT, RESUME_BE, START_BE, Policy, PreemptPlan, View,
+    CONTINUE_BE,
+    LAUNCH_RT,
+    PREEMPT,
+    RESUME_BE,
+    START_BE,
+    Policy,
+    PreemptPlan,
+    View,
 )  # fmt: skip
 
 
