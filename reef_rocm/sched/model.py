@@ -154,15 +154,20 @@ class LoadedModel:
         self.cost = [float(c) for c in self.kernel_us]  # python floats: cheap in the hot loop
         self.total_us = float(self.kernel_us.sum())
         self.poll_every: list[int | None] = [None] * self.n
-        if poll:
-            self._set_poll_points(poll_target_us)
+        self._set_poll_points(poll_target_us if poll else None)
 
     # ---------------------------------------------------------------- poll points
-    def _set_poll_points(self, target_us: float) -> None:
+    def _set_poll_points(self, target_us: float | None) -> None:
+        """Per kernel, the poll interval that meets ``target_us`` (None: polls off, the
+        block-start check only - policies without poll points must not pay for them)."""
         inst = self.inst
         cus = self.device.info.compute_units
         for i, k in enumerate(inst.kernels):
             if inst.poll_param(i) is None:
+                continue
+            if target_us is None:
+                inst.set_poll_every(i, 0)
+                self.poll_every[i] = 0
                 continue
             kern, cfg = self.launches[i].kernel, self.launches[i].config
             occ = max(1, kern.max_active_blocks_per_cu(cfg.threads_per_block, cfg.shared_mem))
