@@ -424,6 +424,9 @@ class Engine:
         q.next = 0
         q.tail_issued = False
         task.confirmed = False
+        # a mark right behind the slot zeroing: once it completed, a queue reset can no longer
+        # have dropped the zeroing, so a preemption may trust the slots (exact restore)
+        self._mark(q, 0, 0.0)
         task.record.launched_us = task.record.start_us = self._now()
 
     def _gate(self, q: BEQueue) -> None:
