@@ -236,7 +236,7 @@ class Engine:
         if self.trace.enabled:
             self.trace.span(f"{rec.priority} {rec.client}", rec.model, rec.arrival_us,
                             rec.done_us or rec.arrival_us, seq=rec.seq,
-                            preemptions=rec.preemptions, start_us=rec.start_us)  # fmt: skip
+                            preemptions=rec.preemptions, first_block_us=rec.start_us)  # fmt: skip
         if task.on_done is not None:
             task.on_done(task)
 
@@ -355,8 +355,12 @@ class Engine:
         t = st.host_us(slot) if st is not None and st.available else None
         rec.start_us = t - self.origin_us if t is not None else rec.launched_us
         self.rt_busy.discard(id(task.model))
-        if task.preemption is not None:
-            task.preemption.rt_start_us = rec.start_us
+        p = task.preemption
+        if p is not None:
+            p.rt_start_us = rec.start_us
+            if self.trace.enabled and rec.start_us is not None:
+                self.trace.span("preemption", "RT arrival -> first RT block", p.rt_arrival_us,
+                                rec.start_us, killed=p.killed, dropped=p.dropped_kernels)  # fmt: skip
         self._finish(task, task.model.take_outputs())
 
     def _finish_be(self, q: BEQueue) -> None:
