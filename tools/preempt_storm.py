@@ -105,8 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     opts = SchedOptions(policy=args.policy, poll_target_us=args.poll_target_us,
                         device_queue_cap_us=args.cap_us, threaded=False)  # fmt: skip
     rng = np.random.default_rng(args.seed)
-    totals = {"rt_requests": 0, "be_requests": 0, "preemptions": 0, "rt_correct": 0,
-              "be_correct": 0, "be_preempted_requests": 0, "killed": 0, "dropped_kernels": 0}  # fmt: skip
+    keys = ("rt_requests", "be_requests", "preemptions", "rt_correct", "be_correct",
+            "be_preempted_requests", "killed", "dropped_kernels")  # fmt: skip
+    totals = dict.fromkeys(keys, 0)
     mismatches: list[dict] = []
     unchecked = 0
     plat, rtlat, drain = [], [], []
