@@ -217,6 +217,9 @@ class Scheduler:
 
     def _thread_main(self, ready: Future) -> None:
         try:
+            bind = getattr(self.device, "make_current", None)
+            if bind is not None:  # CUDA contexts / HIP devices are per host thread
+                bind()
             self.engine = Engine(self.device, self.options, self.policy, self.clock)
         except BaseException as exc:  # noqa: BLE001
             ready.set_exception(exc)
