@@ -356,7 +356,8 @@ class Engine:
         rec.done_us = self._now()
         st = self.stamps
         t = st.host_us(slot) if st is not None and st.available else None
-        rec.start_us = t - self.origin_us if t is not None else rec.launched_us
+        # no timestamp kernel: no measured start (never pass a host launch time off as one)
+        rec.start_us = t - self.origin_us if t is not None else None
         self.rt_busy.discard(id(task.model))
         p = task.preemption
         if p is not None:
