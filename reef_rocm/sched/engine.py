@@ -154,7 +154,7 @@ class Engine:
         variant = pol.be_variant if be else "plain"
         m = LoadedModel(
             self.device, package, priority, client, variant, cap_fallback_us=1.0,
-            poll_target_us=opt.poll_target_us, profile_on_load=opt.profile_on_load,
+            poll_target_us=opt.poll_target_us, profile_on_load=opt.profile_on_load and be,
             poll=be and self.preemptor.uses_poll,
         )  # fmt: skip
         try:

@@ -37,7 +37,7 @@ class ModelHandle:
     output_specs: list[TensorSpec]
     variant: str
     num_kernels: int
-    profile_source: str  # "stored", "measured", "none (kernel-count cap)"
+    profile_source: str  # "stored", "measured at load", "none (kernel-count cap)"
     id: int = field(default_factory=lambda: next(_ids))
 
     def __repr__(self) -> str:
