@@ -79,6 +79,7 @@ class ReefServer:
         self.service: ReefService | None = None
         self._server: grpc.aio.Server | None = None
         self._made_dir = False
+        self._bound = False
         self._stop = asyncio.Event()
         self._stopped = False
 
@@ -112,6 +113,7 @@ class ReefServer:
             if addr.kind == "unix":
                 self._made_dir = prepare_unix_socket(addr)
             port = self._server.add_insecure_port(addr.grpc_target())
+            self._bound = addr.kind == "unix"  # from here on the socket file is ours
             if addr.kind == "tcp":
                 if port == 0:
                     raise OSError(f"cannot listen on {addr}")
@@ -171,7 +173,7 @@ class ReefServer:
             svc._retry_unmaps()
         if self._server is not None:
             await self._server.stop(grace=0.5)
-        if self.address.kind == "unix" and self._server is not None:
+        if self._bound:
             remove_unix_socket(self.address, self._made_dir)
         for w in self.workers:
             log.info("GPU %d closed; device memory in use %s", w.index,

@@ -5,6 +5,7 @@ tests. Everything listens on Unix sockets in private temporary directories."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -76,33 +77,39 @@ def serve(packages, sock_path):
         s.stop()
 
 
-def spawn_server(packages: Path, listen: str, *args: str, env=None) -> subprocess.Popen:
-    """`reef serve --backend sim` in a subprocess; returns once it answers (bounded wait)."""
+def spawn_server(packages: Path, listen: str, *args: str, log: Path) -> subprocess.Popen:
+    """`reef serve --backend sim` in a subprocess, stderr to ``log``; returns once it answers
+    (bounded wait). ``listen`` "127.0.0.1:0" picks a port: ``proc.address`` has it."""
     cmd = [sys.executable, "-m", "reef_rocm.cli", "serve", "--packages", str(packages),
            "--backend", "sim", "--sim-option", "compute_units=8", "--listen", listen,
            *args]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)  # fmt: skip
-    wait_until_serving(proc, listen)
+    f = open(log, "w")  # noqa: SIM115 - closed with the process
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=f, text=True)
+    f.close()
+    proc.address = wait_until_serving(proc, listen, log)
     return proc
 
 
-def wait_until_serving(proc: subprocess.Popen, listen: str, timeout: float = 60.0) -> None:
+def wait_until_serving(proc: subprocess.Popen, listen: str, log: Path,
+                       timeout: float = 60.0) -> str:  # fmt: skip
     import grpc
 
-    target = listen if listen.startswith("unix:") else listen
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"reef serve exited with {proc.returncode}: {proc.stderr.read()}")
-        ch = grpc.insecure_channel(target)
-        try:
-            grpc.channel_ready_future(ch).result(timeout=0.5)
-            return
-        except grpc.FutureTimeoutError:
-            pass
-        finally:
-            ch.close()
+            raise RuntimeError(f"reef serve exited with {proc.returncode}: {log.read_text()}")
+        m = re.search(r"serving on (\S+)", log.read_text())
+        target = listen if listen.startswith("unix:") else m.group(1) if m else None
+        if target:  # a TCP port 0 is known from the log only
+            ch = grpc.insecure_channel(target)
+            try:
+                grpc.channel_ready_future(ch).result(timeout=0.5)
+                return target
+            except grpc.FutureTimeoutError:
+                pass
+            finally:
+                ch.close()
+        time.sleep(0.05)
     proc.kill()
     raise RuntimeError(f"reef serve did not answer on {listen} within {timeout} s")
 
