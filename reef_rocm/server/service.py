@@ -174,7 +174,7 @@ class ReefService(reef_pb2_grpc.ReefServicer):
         self.sessions[s.token] = s
         log.info("session %s opened: client %r, workload %r, peer %s", s.id, s.client,
                  s.workload, context.peer())  # fmt: skip
-        reason = "client closed the session"
+        reason = "its stream ended (client closed it or went away)"
         try:
             yield reef_pb2.SessionEvent(
                 welcome=reef_pb2.Welcome(
@@ -189,9 +189,6 @@ class ReefService(reef_pb2_grpc.ReefServicer):
                     reason = "server shutdown"
                     break
                 yield ev
-        except asyncio.CancelledError:
-            reason = "connection lost"
-            raise
         finally:
             self._spawn(self.end_session(s, reason))
 
@@ -207,6 +204,7 @@ class ReefService(reef_pb2_grpc.ReefServicer):
             return
         s.ended = True
         self.sessions.pop(s.token, None)
+        n_flying = len(s.in_flight)
         if s.in_flight:
             await asyncio.wait(list(s.in_flight))
         n_models = len(s.models)
@@ -221,8 +219,9 @@ class ReefService(reef_pb2_grpc.ReefServicer):
             self._unmap(r)
         s.regions.clear()
         self._retry_unmaps()
-        log.info("session %s (%s) ended: %s; released %d model(s), %d shm region(s)",
-                 s.id, s.client, reason, n_models, n_regions)  # fmt: skip
+        log.info("session %s (%s) ended: %s; released %d model(s), %d shm region(s); "
+                 "%d inference(s) were in flight (finished, results discarded)",
+                 s.id, s.client, reason, n_models, n_regions, n_flying)  # fmt: skip
 
     def _unmap(self, r: ShmRegion) -> None:
         if not r.close():
