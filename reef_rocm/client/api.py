@@ -52,10 +52,9 @@ def default_address() -> str:
     return f"unix:{base / 'reef.sock'}"
 
 
-def _target(address: str | None) -> tuple[str, bool]:
+def _target(address: Any) -> tuple[str, bool]:
     """gRPC target and whether the server is on this host (shared memory possible)."""
-    if not address:
-        address = default_address()
+    address = str(address) if address else default_address()
     if address.startswith("/"):
         address = "unix:" + address
     if address.startswith("unix:"):

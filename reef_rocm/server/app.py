@@ -8,13 +8,12 @@ devices close and the Unix socket (and the directory, if the server made it) is 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
 import logging
 import signal
 import threading
 from collections.abc import Sequence
+from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,12 +49,15 @@ class ServeOptions:
     device_options: dict[str, Any] = field(default_factory=dict)  # sim model options
     max_inline_bytes: int = DEFAULT_MAX_INLINE
     grace_s: float = 10.0
+    max_sessions: int = 256
 
     def __post_init__(self) -> None:
         if not self.gpus or len(set(self.gpus)) != len(self.gpus):
             raise ValueError(f"--gpus must name distinct GPUs, got {list(self.gpus)}")
         if self.max_inline_bytes < 0:
             raise ValueError("--max-inline-bytes must be >= 0")
+        if self.max_sessions < 1:
+            raise ValueError("--max-sessions must be >= 1")
 
 
 def sched_options(policy: str) -> Any:
@@ -68,7 +70,8 @@ def sched_options(policy: str) -> Any:
 
 class ReefServer:
     """``devices``: already-open devices, one per GPU (tests pass simulated ones); default:
-    open ``options.gpus`` through ``options.backend``."""
+    open ``options.gpus`` through ``options.backend``. ``start()`` returns once listening
+    (gRPC serves from its own threads); ``stop()`` shuts down as the module doc says."""
 
     def __init__(self, options: ServeOptions, devices: Sequence[Any] | None = None) -> None:
         self.options = options
@@ -77,36 +80,41 @@ class ReefServer:
         self._devices = list(devices) if devices is not None else None
         self.workers: list[GpuWorker] = []
         self.service: ReefService | None = None
-        self._server: grpc.aio.Server | None = None
+        self._server: grpc.Server | None = None
         self._made_dir = False
         self._bound = False
-        self._stop = asyncio.Event()
+        self._stop = threading.Event()
         self._stopped = False
+        self._stop_lock = threading.Lock()
 
     # ------------------------------------------------------------------ life cycle
-    async def start(self) -> None:
+    def start(self) -> None:
         from reef_rocm.gpu import open_device
 
         opts = self.options
-        if self._devices is None:
-            self._devices = []
-            for ordinal in opts.gpus:
-                self._devices.append(open_device(opts.backend, ordinal, **opts.device_options))
         try:
+            if self._devices is None:
+                self._devices = []
+                for ordinal in opts.gpus:
+                    self._devices.append(open_device(opts.backend, ordinal, **opts.device_options))
             sopts = sched_options(opts.policy)
             for i, dev in enumerate(self._devices):
                 self.workers.append(GpuWorker(i, dev, sopts))
                 log.info("GPU %d: %s (%s), policy %s", i, dev.info.name, dev.info.backend,
                          opts.policy)  # fmt: skip
             self.service = ReefService(self.workers, self.catalog, opts.policy,
-                                       opts.max_inline_bytes)  # fmt: skip
+                                       opts.max_inline_bytes, opts.max_sessions)  # fmt: skip
             limit = opts.max_inline_bytes + (1 << 20)  # room for the message around the tensors
-            self._server = grpc.aio.server(
+            # a thread per session stream plus one per blocking call in flight; made on demand
+            pool = futures.ThreadPoolExecutor(2 * opts.max_sessions + 16,
+                                              thread_name_prefix="reef-rpc")  # fmt: skip
+            self._server = grpc.server(
+                pool,
                 options=[
                     ("grpc.max_receive_message_length", limit),
                     ("grpc.max_send_message_length", limit),
                     ("grpc.so_reuseport", 0),
-                ]
+                ],
             )
             reef_pb2_grpc.add_ReefServicer_to_server(self.service, self._server)
             addr = self.address
@@ -124,138 +132,100 @@ class ReefServer:
                         "load models and run them on this server's GPUs",
                         self.address,
                     )
-            await self._server.start()
+            self._server.start()
             if addr.kind == "unix":
                 secure_unix_socket(addr)
         except BaseException:
-            await self._teardown()
+            self._teardown()
             raise
         log.info("serving on %s (%d GPU(s), policy %s, packages %s)", self.address,
                  len(self.workers), opts.policy, self.catalog.root)  # fmt: skip
 
-    async def serve_until_stopped(self) -> None:
-        await self._stop.wait()
-        await self._shutdown()
-
     def request_stop(self) -> None:
         self._stop.set()
 
-    async def _shutdown(self) -> None:
-        if self._stopped:
-            return
-        svc = self.service
-        if svc is not None:
-            svc.stopping = True
-            pending = [f for s in svc.sessions.values() for f in s.in_flight]
-            if pending:
-                log.info("shutdown: waiting up to %.1f s for %d inference(s)", self.options.grace_s,
-                         len(pending))  # fmt: skip
-                _, left = await asyncio.wait(pending, timeout=self.options.grace_s)
-                if left:
-                    log.warning("shutdown: cancelling %d inference(s) still running", len(left))
-        await self._teardown()
+    def wait(self) -> None:
+        """Block until ``request_stop()`` (a signal handler calls it), then shut down."""
+        while not self._stop.wait(0.5):  # short waits: signal handlers run in between
+            pass
+        self.stop()
 
-    async def _teardown(self) -> None:
+    def stop(self) -> None:
+        with self._stop_lock:
+            if self._stopped:
+                return
+            svc = self.service
+            if svc is not None:
+                svc.stopping = True
+                pending = [f for s in svc.live_sessions() for f in list(s.in_flight)]
+                if pending:
+                    log.info("shutdown: waiting up to %.1f s for %d inference(s)",
+                             self.options.grace_s, len(pending))  # fmt: skip
+                    _, left = futures.wait(pending, timeout=self.options.grace_s)
+                    if left:
+                        log.warning("shutdown: cancelling %d inference(s) still running",
+                                    len(left))  # fmt: skip
+            self._teardown()
+
+    def _teardown(self) -> None:
         self._stopped = True
         # schedulers first: each finishes or cancels its work and frees every model instance
         for w in self.workers:
-            await asyncio.to_thread(w.close)
+            w.close()
         svc = self.service
         if svc is not None:
-            for s in list(svc.sessions.values()):
-                s.events.put_nowait(None)  # ends the Connect streams
-                s.ended = True
-                for r in s.regions.values():
+            for s in svc.live_sessions():
+                with s.lock:
+                    s.ended = True
+                s.events.put(None)  # ends its Connect stream
+                for r in list(s.regions.values()):
                     svc._unmap(r)
                 s.regions.clear()
                 s.models.clear()
-            svc.sessions.clear()
+            with svc._lock:
+                svc.sessions.clear()
             svc._retry_unmaps()
         if self._server is not None:
-            await self._server.stop(grace=0.5)
+            self._server.stop(grace=0.5).wait(5)
         if self._bound:
             remove_unix_socket(self.address, self._made_dir)
         for w in self.workers:
+            mem = w.memory_in_use()
             log.info("GPU %d closed; device memory in use %s", w.index,
-                     "unknown" if w.memory_in_use() < 0 else f"{w.memory_in_use()} B")  # fmt: skip
+                     "unknown" if mem < 0 else f"{mem} B")  # fmt: skip
         log.info("server stopped")
 
     # ------------------------------------------------------------------ entry points
     def run(self) -> None:
-        """Serve in this thread until SIGINT or SIGTERM (the ``reef serve`` command)."""
+        """Serve until SIGINT or SIGTERM (the ``reef serve`` command; main thread)."""
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._on_signal)
+        self.start()
+        self.wait()
 
-        async def main() -> None:
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, self._on_signal, sig)
-            await self.start()
-            await self.serve_until_stopped()
-
-        asyncio.run(main())
-
-    def _on_signal(self, sig: int) -> None:
+    def _on_signal(self, sig: int, _frame: Any) -> None:
         if self._stop.is_set():
             log.info("%s again: already shutting down", signal.Signals(sig).name)
             return
         log.info("%s: shutting down", signal.Signals(sig).name)
         self._stop.set()
 
-
-class ServerThread:
-    """A server on a background event loop, for tests and embedding:
-    ``with ServerThread(opts, devices) as srv: Client(srv.address)``."""
-
-    def __init__(self, options: ServeOptions, devices: Sequence[Any] | None = None) -> None:
-        self.server = ReefServer(options, devices)
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run, name="reef-serve", daemon=True)
-        self._started = threading.Event()
-        self._error: BaseException | None = None
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-
-        async def main() -> None:
-            try:
-                await self.server.start()
-            except BaseException as e:  # noqa: BLE001 - handed to the starting thread
-                self._error = e
-                self._started.set()
-                return
-            self._started.set()
-            await self.server.serve_until_stopped()
-
-        self._loop.run_until_complete(main())
-
-    @property
-    def address(self) -> str:
-        return self.server.address.grpc_target()
-
-    def start(self) -> ServerThread:
-        self._thread.start()
-        self._started.wait()
-        if self._error is not None:
-            raise self._error
+    def __enter__(self) -> ReefServer:
+        self.start()
         return self
-
-    def stop(self) -> None:
-        if self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self.server.request_stop)
-            self._thread.join()
-        with contextlib.suppress(Exception):
-            self._loop.close()
-
-    def call(self, fn: Any) -> Any:
-        """Run ``fn()`` on the server's loop and return its result (test inspection)."""
-        fut = asyncio.run_coroutine_threadsafe(_call(fn), self._loop)
-        return fut.result()
-
-    def __enter__(self) -> ServerThread:
-        return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
 
-async def _call(fn: Any) -> Any:
-    return fn()
+class ServerThread(ReefServer):
+    """A server embedded in this process (tests): ``with ServerThread(opts, devices) as srv:
+    Client(srv.address)``. gRPC serves from its own threads, so nothing else runs here."""
+
+    def start(self) -> ServerThread:  # type: ignore[override]
+        super().start()
+        return self
+
+    @property
+    def target(self) -> str:
+        return self.address.grpc_target()

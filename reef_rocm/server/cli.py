@@ -47,6 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--grace", type=float, default=10.0,
                    help="seconds in-flight work may take to finish at shutdown")  # fmt: skip
+    p.add_argument("--max-sessions", type=int, default=256,
+                   help="most client sessions at once (each holds a server thread)")  # fmt: skip
     p.add_argument("--log-level", default="info", choices=LOG_LEVELS)
     p.set_defaults(func=cmd_serve)
 
@@ -95,6 +97,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             packages=Path(args.packages), policy=args.policy, gpus=parse_gpus(args.gpus),
             listen=args.listen, backend=args.backend, device_options=opts,
             max_inline_bytes=args.max_inline_bytes, grace_s=args.grace,
+            max_sessions=args.max_sessions,
         )  # fmt: skip
     except ValueError as e:
         raise ReefError(str(e)) from None

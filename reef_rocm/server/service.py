@@ -1,5 +1,10 @@
-"""The gRPC service (reef_rocm/proto/reef.proto) on grpc.aio: sessions, validation, shared
-memory, placement, and the hand-off to each GPU's scheduler.
+"""The gRPC service (reef_rocm/proto/reef.proto): sessions, validation, shared memory,
+placement, and the hand-off to each GPU's scheduler.
+
+Handlers run on gRPC's thread pool (the synchronous server): a blocking Infer waits on its
+scheduler future in its own thread, which the scheduler thread wakes directly; no event loop
+sits between them, which keeps the RT path short. Scheduler future callbacks (run on the
+scheduler thread) only enqueue; the reply work happens on the session's own thread.
 
 Every request is checked completely before anything changes: a bad one gets a gRPC status
 naming the problem and leaves the server as it was. Scheduler futures are never cancelled from
@@ -9,12 +14,13 @@ away leaves its inference to complete, and the result is discarded.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, wait
 from typing import Any
 
 import grpc
@@ -80,40 +86,18 @@ def _rpc(fn: Callable) -> Callable:
     """Unary handlers: map refusals and errors onto gRPC statuses."""
 
     @functools.wraps(fn)
-    async def wrapper(self: ReefService, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    def wrapper(self: ReefService, request: Any, context: grpc.ServicerContext) -> Any:
         try:
-            return await fn(self, request, context)
-        except asyncio.CancelledError:
-            raise
+            return fn(self, request, context)
         except Exception as exc:  # noqa: BLE001 - every error becomes a status
             code, msg = _status_of(exc)
             if code == grpc.StatusCode.INTERNAL:
                 log.exception("%s failed", fn.__name__)
             else:
                 log.debug("%s refused: %s %s", fn.__name__, code.name, msg)
-            await context.abort(code, msg)
+            context.abort(code, msg)
 
     return wrapper
-
-
-def _bridge(fut: Future, loop: asyncio.AbstractEventLoop) -> asyncio.Future:
-    """An asyncio future that follows a scheduler future and never cancels it."""
-    afut = loop.create_future()
-
-    def done(f: Future) -> None:
-        def settle() -> None:
-            if afut.done():
-                return
-            exc = f.exception()
-            if exc is not None:
-                afut.set_exception(exc)
-            else:
-                afut.set_result(f.result())
-
-        loop.call_soon_threadsafe(settle)
-
-    fut.add_done_callback(done)
-    return afut
 
 
 class _Job:
@@ -125,24 +109,30 @@ class _Job:
                  out_views: list[tuple[np.ndarray, Any] | None], t0: int) -> None:  # fmt: skip
         self.model, self.inputs, self.out_views, self.t0 = model, inputs, out_views, t0
 
+    def release(self) -> None:
+        """Drop the views of shared memory, so the region can be unmapped."""
+        self.inputs = []
+        self.out_views = []
+
 
 class ReefService(reef_pb2_grpc.ReefServicer):
     def __init__(
         self, workers: list[GpuWorker], catalog: PackageCatalog, policy: str,
-        max_inline_bytes: int,
+        max_inline_bytes: int, max_sessions: int = 256,
     ) -> None:  # fmt: skip
         self.workers = workers
         self.catalog = catalog
         self.policy = policy
         self.max_inline_bytes = max_inline_bytes
+        self.max_sessions = max_sessions
         self.sessions: dict[str, Session] = {}  # by token
         self.stopping = False
-        self._place_lock = asyncio.Lock()
+        self._lock = threading.Lock()  # sessions table and the unmap-later list
+        self._place_lock = threading.Lock()  # placement + load: one decision at a time
         self._unmapped_later: list[ShmRegion] = []
-        self._tasks: set[asyncio.Task] = set()
 
     # ------------------------------------------------------------------ sessions
-    def _session(self, context: grpc.aio.ServicerContext) -> Session:
+    def _session(self, context: grpc.ServicerContext) -> Session:
         if self.stopping:
             raise RequestError(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
         token = None
@@ -161,20 +151,27 @@ class ReefService(reef_pb2_grpc.ReefServicer):
             raise RequestError(grpc.StatusCode.UNAUTHENTICATED, "unknown or ended session")
         return s
 
-    async def Connect(self, request: Any, context: grpc.aio.ServicerContext):  # noqa: N802
+    def Connect(self, request: Any, context: grpc.ServicerContext):  # noqa: N802
         if self.stopping:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
+            context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
         gpu = request.gpu if request.HasField("gpu") else None
         if gpu is not None and not 0 <= gpu < len(self.workers):
-            await context.abort(
+            context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"no GPU {gpu}: this server runs GPUs 0..{len(self.workers) - 1}",
             )
         s = Session(request.client_name[:200], request.workload[:200], gpu)
-        self.sessions[s.token] = s
+        with self._lock:
+            if len(self.sessions) >= self.max_sessions:
+                context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"this server takes at most {self.max_sessions} sessions (--max-sessions)",
+                )
+            self.sessions[s.token] = s
+        # the RPC ends when the client closes the stream, its channel drops or it dies
+        context.add_callback(lambda: s.events.put(None))
         log.info("session %s opened: client %r, workload %r, peer %s", s.id, s.client,
                  s.workload, context.peer())  # fmt: skip
-        reason = "its stream ended (client closed it or went away)"
         try:
             yield reef_pb2.SessionEvent(
                 welcome=reef_pb2.Welcome(
@@ -184,63 +181,84 @@ class ReefService(reef_pb2_grpc.ReefServicer):
                 )
             )  # fmt: skip
             while True:
-                ev = await s.events.get()
-                if ev is None:  # the server ends the session (shutdown)
-                    reason = "server shutdown"
+                item = s.events.get()
+                if item is None:  # stream over (client side) or server shutdown
                     break
-                yield ev
+                c = self._completion(s, *item)
+                if c is not None:
+                    yield reef_pb2.SessionEvent(completion=c)
         finally:
-            self._spawn(self.end_session(s, reason))
+            reason = (
+                "server shutdown"
+                if self.stopping
+                else "its stream ended (client closed it or went away)"
+            )
+            self.end_session(s, reason)
 
-    def _spawn(self, coro: Any) -> None:
-        t = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(t)
-        t.add_done_callback(self._tasks.discard)
-
-    async def end_session(self, s: Session, reason: str) -> None:
+    def end_session(self, s: Session, reason: str) -> None:
         """Release everything the session holds: wait for its in-flight inferences (finished
-        or failed by the scheduler; results discarded), unload its models, unmap its regions."""
-        if s.ended:
-            return
-        s.ended = True
-        self.sessions.pop(s.token, None)
-        n_flying = len(s.in_flight)
-        if s.in_flight:
-            await asyncio.wait(list(s.in_flight))
-        n_models = len(s.models)
-        for m in list(s.models.values()):
+        or failed by the scheduler; results discarded), unload its models, unmap its regions.
+        Idempotent; safe from any thread."""
+        with s.lock:
+            if s.ended:
+                return
+            s.ended = True  # from here on no request of this session reaches a scheduler
+            flying = list(s.in_flight)
+        with self._lock:
+            self.sessions.pop(s.token, None)
+        if flying:
+            wait(flying)
+        models = list(s.models.values())
+        for m in models:
             try:
-                await asyncio.to_thread(m.gpu.unload, m.handle)
+                m.gpu.unload(m.handle)
             except Exception as e:  # noqa: BLE001 - release the rest anyway
                 log.warning("session %s: unloading %s failed: %s", s.id, m.name, e)
         s.models.clear()
-        n_regions = len(s.regions)
-        for r in s.regions.values():
+        while True:  # completions nobody will read: drop their views of the regions
+            try:
+                item = s.events.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                item[1].release()
+        regions = list(s.regions.values())
+        for r in regions:
             self._unmap(r)
         s.regions.clear()
         self._retry_unmaps()
         log.info("session %s (%s) ended: %s; released %d model(s), %d shm region(s); "
                  "%d inference(s) were in flight (finished, results discarded)",
-                 s.id, s.client, reason, n_models, n_regions, n_flying)  # fmt: skip
+                 s.id, s.client, reason, len(models), len(regions), len(flying))  # fmt: skip
 
     def _unmap(self, r: ShmRegion) -> None:
         if not r.close():
-            self._unmapped_later.append(r)
+            with self._lock:
+                self._unmapped_later.append(r)
 
     def _retry_unmaps(self) -> None:
-        self._unmapped_later = [r for r in self._unmapped_later if not r.retry_close()]
+        with self._lock:
+            self._unmapped_later = [r for r in self._unmapped_later if not r.retry_close()]
 
     @property
     def mapped_regions(self) -> int:
-        return sum(len(s.regions) for s in self.sessions.values()) + len(self._unmapped_later)
+        with self._lock:
+            sessions = list(self.sessions.values())
+            later = len(self._unmapped_later)
+        return sum(len(s.regions) for s in sessions) + later
+
+    def live_sessions(self) -> list[Session]:
+        with self._lock:
+            return list(self.sessions.values())
 
     # ------------------------------------------------------------------ models
     def _loads(self) -> list[GpuLoad]:
         loads = []
+        sessions = self.live_sessions()
         for w in self.workers:
             workloads, models = set(), 0
-            for s in self.sessions.values():
-                n = sum(1 for m in s.models.values() if m.gpu is w)
+            for s in sessions:
+                n = sum(1 for m in list(s.models.values()) if m.gpu is w)
                 if n:
                     workloads.add(s.workload)
                     models += n
@@ -248,7 +266,7 @@ class ReefService(reef_pb2_grpc.ReefServicer):
         return loads
 
     @_rpc
-    async def Load(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+    def Load(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         s = self._session(context)
         if request.priority not in ("rt", "be"):
             raise RequestError(
@@ -266,25 +284,26 @@ class ReefService(reef_pb2_grpc.ReefServicer):
                 f"a session may hold at most {MAX_MODELS_PER_SESSION} models",
             )
         pinned = request.gpu if request.HasField("gpu") else s.gpu
-        async with self._place_lock:
+        with self._place_lock:
             w = self.workers[place(self._loads(), s.workload, pinned)]
             if which == "path":
-                pkg = await asyncio.to_thread(self.catalog.by_path, request.path)
+                pkg = self.catalog.by_path(request.path)
             else:
-                pkg = await asyncio.to_thread(
-                    self.catalog.by_name, request.zoo.name, request.zoo.target,
-                    w.device.info.arch,
-                )  # fmt: skip
+                pkg = self.catalog.by_name(request.zoo.name, request.zoo.target,
+                                           w.device.info.arch)  # fmt: skip
             check_target(pkg, w.device)
-            handle = await asyncio.to_thread(w.load, pkg, request.priority, s.label)
-            if s.ended:  # the client left while its model loaded
-                await asyncio.to_thread(w.unload, handle)
-                raise RequestError(grpc.StatusCode.CANCELLED, "session ended")
+            handle = w.load(pkg, request.priority, s.label)
             m = ServedModel(
                 handle, w, handle.name, handle.priority, getattr(handle, "variant", ""),
                 [_info(t) for t in handle.input_specs], [_info(t) for t in handle.output_specs],
             )  # fmt: skip
-            s.add_model(m)
+            with s.lock:
+                ended = s.ended
+                if not ended:
+                    s.add_model(m)
+            if ended:  # the client left while its model loaded
+                w.unload(handle)
+                raise RequestError(grpc.StatusCode.CANCELLED, "session ended")
         log.info("session %s: loaded %s as %s on GPU %d (model %d)", s.id, m.name, m.priority,
                  w.index, m.id)  # fmt: skip
         return reef_pb2.LoadReply(
@@ -302,19 +321,21 @@ class ReefService(reef_pb2_grpc.ReefServicer):
         return m
 
     @_rpc
-    async def Unload(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+    def Unload(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         s = self._session(context)
-        m = self._model(s, request.model_id)
-        del s.models[m.id]  # new requests for it fail from here on
-        if m.in_flight:
-            await asyncio.wait(list(m.in_flight))
-        await asyncio.to_thread(m.gpu.unload, m.handle)
+        with s.lock:
+            m = self._model(s, request.model_id)
+            del s.models[m.id]  # new requests for it fail from here on
+            flying = list(m.in_flight)
+        if flying:
+            wait(flying)
+        m.gpu.unload(m.handle)
         log.info("session %s: unloaded %s (model %d)", s.id, m.name, m.id)
         return reef_pb2.UnloadReply()
 
     # ------------------------------------------------------------------ shared memory
     @_rpc
-    async def RegisterShm(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+    def RegisterShm(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         s = self._session(context)
         if len(s.regions) >= MAX_REGIONS_PER_SESSION:
             raise RequestError(
@@ -322,10 +343,14 @@ class ReefService(reef_pb2_grpc.ReefServicer):
                 f"a session may map at most {MAX_REGIONS_PER_SESSION} shm regions",
             )
         r = s.new_region(request.name, int(request.size))
+        if s.ended:  # raced with the end of the session
+            s.regions.pop(r.id, None)
+            self._unmap(r)
+            raise RequestError(grpc.StatusCode.UNAUTHENTICATED, "unknown or ended session")
         return reef_pb2.RegisterShmReply(region_id=r.id, size=r.size)
 
     @_rpc
-    async def UnregisterShm(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+    def UnregisterShm(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         s = self._session(context)
         r = s.regions.pop(request.region_id, None)
         if r is None:
@@ -419,19 +444,25 @@ class ReefService(reef_pb2_grpc.ReefServicer):
         except ShmError as e:
             raise ShmError(f"{what}: {e}", e.code) from None
 
-    def _submit(self, s: Session, job: _Job) -> asyncio.Future:
+    def _submit(self, s: Session, job: _Job) -> Future:
         m = job.model
-        fut = m.gpu.submit(m.handle, job.inputs)  # ValueError for what _prepare let through
-        afut = _bridge(fut, asyncio.get_running_loop())
-        s.in_flight.add(afut)
-        m.in_flight.add(afut)
+        with s.lock:  # against end_session/Unload: nothing new once they took their snapshot
+            if s.ended:
+                raise RequestError(grpc.StatusCode.UNAUTHENTICATED, "unknown or ended session")
+            if s.models.get(m.id) is not m:
+                raise RequestError(
+                    grpc.StatusCode.NOT_FOUND, f"model {m.id} was unloaded in the meantime"
+                )
+            fut = m.gpu.submit(m.handle, job.inputs)  # ValueError for what _prepare let through
+            s.in_flight.add(fut)
+            m.in_flight.add(fut)
 
-        def forget(_: asyncio.Future) -> None:
-            s.in_flight.discard(afut)
-            m.in_flight.discard(afut)
+        def forget(f: Future) -> None:  # on the scheduler thread: bookkeeping only
+            s.in_flight.discard(f)
+            m.in_flight.discard(f)
 
-        afut.add_done_callback(forget)
-        return afut
+        fut.add_done_callback(forget)
+        return fut
 
     def _reply(self, job: _Job, res: Any) -> Any:
         outs = []
@@ -451,42 +482,59 @@ class ReefService(reef_pb2_grpc.ReefServicer):
         return reef_pb2.InferReply(outputs=outs, timing=timing)
 
     @_rpc
-    async def Infer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+    def Infer(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         s = self._session(context)
         job = self._prepare(s, request)
-        afut = self._submit(s, job)
-        res = await asyncio.shield(afut)  # a caller that leaves does not cancel the inference
-        return self._reply(job, res)
+        fut = self._submit(s, job)
+        res = fut.result()  # a caller that left does not cancel it: the reply is dropped
+        try:
+            return self._reply(job, res)
+        finally:
+            job.release()
 
     @_rpc
-    async def InferAsync(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+    def InferAsync(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         s = self._session(context)
         tag = request.tag
-        if tag in s.async_tags:
-            raise RequestError(
-                grpc.StatusCode.ALREADY_EXISTS, f"tag {tag} is already in flight in this session"
-            )
         job = self._prepare(s, request)
-        afut = self._submit(s, job)
-        s.async_tags.add(tag)
-
-        def complete(f: asyncio.Future) -> None:
+        with s.lock:
+            if tag in s.async_tags:
+                raise RequestError(
+                    grpc.StatusCode.ALREADY_EXISTS,
+                    f"tag {tag} is already in flight in this session",
+                )
+            s.async_tags.add(tag)
+        try:
+            fut = self._submit(s, job)
+        except BaseException:
             s.async_tags.discard(tag)
-            if s.ended:
-                return  # nobody to tell: discarded
-            if f.exception() is None:
-                try:
-                    c = reef_pb2.Completion(tag=tag, code=0, reply=self._reply(job, f.result()))
-                except Exception as exc:  # noqa: BLE001
-                    code, msg = _status_of(exc)
-                    c = reef_pb2.Completion(tag=tag, code=code.value[0], message=msg)
-            else:
-                code, msg = _status_of(f.exception())
-                c = reef_pb2.Completion(tag=tag, code=code.value[0], message=msg)
-            s.events.put_nowait(reef_pb2.SessionEvent(completion=c))
+            raise
 
-        afut.add_done_callback(complete)
+        def done(f: Future) -> None:
+            # on the scheduler thread: only enqueue; the session's stream thread builds the reply
+            if s.ended:
+                job.release()  # nobody to tell: discarded
+            else:
+                s.events.put((tag, job, f))
+
+        fut.add_done_callback(done)
         return reef_pb2.InferAccepted(tag=tag)
+
+    def _completion(self, s: Session, tag: int, job: _Job, fut: Future) -> Any:
+        s.async_tags.discard(tag)
+        exc = fut.exception()
+        try:
+            if exc is None:
+                try:
+                    return reef_pb2.Completion(
+                        tag=tag, code=0, reply=self._reply(job, fut.result())
+                    )
+                except Exception as e:  # noqa: BLE001
+                    exc = e
+            code, msg = _status_of(exc)
+            return reef_pb2.Completion(tag=tag, code=code.value[0], message=msg)
+        finally:
+            job.release()
 
     # ------------------------------------------------------------------ status
     def _gpu_info(self, w: GpuWorker) -> Any:
@@ -497,16 +545,17 @@ class ReefService(reef_pb2_grpc.ReefServicer):
         )  # fmt: skip
 
     @_rpc
-    async def Status(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+    def Status(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         me = self._session(context)
         self._retry_unmaps()
+        sessions = self.live_sessions()
         gpus = []
         for w in self.workers:
-            st = await asyncio.to_thread(w.status)
+            st = w.status()
             models = [
                 reef_pb2.ModelStatus(model_id=m.id, name=m.name, priority=m.priority,
                                      client=s.client, workload=s.workload, mine=s is me)
-                for s in self.sessions.values() for m in s.models.values() if m.gpu is w
+                for s in sessions for m in list(s.models.values()) if m.gpu is w
             ]  # fmt: skip
             gpus.append(
                 reef_pb2.GpuStatus(
@@ -521,8 +570,8 @@ class ReefService(reef_pb2_grpc.ReefServicer):
             )  # fmt: skip
         return reef_pb2.StatusReply(
             server_version=__version__, policy=self.policy, gpus=gpus,
-            sessions=len(self.sessions), shm_regions=self.mapped_regions,
-            in_flight=sum(len(s.in_flight) for s in self.sessions.values()),
+            sessions=len(sessions), shm_regions=self.mapped_regions,
+            in_flight=sum(len(s.in_flight) for s in sessions),
         )  # fmt: skip
 
 

@@ -4,9 +4,11 @@ session, so ids of another session are simply unknown to it."""
 
 from __future__ import annotations
 
-import asyncio
 import itertools
+import queue
 import secrets
+import threading
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +42,7 @@ class ServedModel:
     inputs: list[TensorInfo]
     outputs: list[TensorInfo]
     id: int = field(default_factory=lambda: next(_model_ids))
-    in_flight: set[asyncio.Future] = field(default_factory=set)
+    in_flight: set[Future] = field(default_factory=set)
 
 
 @dataclass(eq=False)
@@ -52,9 +54,11 @@ class Session:
     token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     models: dict[int, ServedModel] = field(default_factory=dict)
     regions: dict[int, ShmRegion] = field(default_factory=dict)
-    in_flight: set[asyncio.Future] = field(default_factory=set)
+    in_flight: set[Future] = field(default_factory=set)
     async_tags: set[int] = field(default_factory=set)
-    events: asyncio.Queue = field(default_factory=asyncio.Queue)
+    # async completions (tag, job, future) for the Connect stream; None ends it
+    events: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
+    lock: threading.Lock = field(default_factory=threading.Lock)
     ended: bool = False
 
     def __post_init__(self) -> None:

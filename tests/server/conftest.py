@@ -133,7 +133,7 @@ class Raw:
         from reef_rocm.proto import SESSION_METADATA_KEY, reef_pb2, reef_pb2_grpc
 
         self.pb = reef_pb2
-        self.channel = grpc.insecure_channel(address)
+        self.channel = grpc.insecure_channel(str(address))
         self.stub = reef_pb2_grpc.ReefStub(self.channel)
         self.events = self.stub.Connect(reef_pb2.ConnectRequest(**connect))
         self.welcome = next(self.events).welcome

@@ -173,7 +173,7 @@ def test_oversized_inline_payload_and_unloaded_model(setup):
 def test_calls_without_a_session_are_unauthenticated(setup):
     srv, raw, m, _ = setup
     pb = raw.pb
-    ch = grpc.insecure_channel(srv.address)
+    ch = grpc.insecure_channel(str(srv.address))
     try:
         from reef_rocm.proto import reef_pb2_grpc
 
