@@ -23,7 +23,6 @@ from typing import Any
 
 import grpc
 import numpy as np
-from google.protobuf import json_format
 
 from reef_rocm.client.shm import SharedRegion, align
 from reef_rocm.errors import ReefError
@@ -251,6 +250,23 @@ class Model:
         self.close()
 
 
+def message_dict(msg: Any) -> dict[str, Any]:
+    """A protobuf message as plain Python data: every field present (defaults included),
+    64-bit integers as ints (json_format would give strings)."""
+    out: dict[str, Any] = {}
+    for f in msg.DESCRIPTOR.fields:
+        v = getattr(msg, f.name)
+        if f.message_type is not None and f.message_type.GetOptions().map_entry:
+            out[f.name] = dict(v)
+        elif f.is_repeated:
+            out[f.name] = [message_dict(x) if f.message_type else x for x in v]
+        elif f.message_type is not None:
+            out[f.name] = message_dict(v)
+        else:
+            out[f.name] = v
+    return out
+
+
 def _spec(t: Any) -> TensorSpec:
     return TensorSpec(t.name, tuple(t.shape), np.dtype(t.dtype))
 
@@ -311,7 +327,7 @@ class Client:
         self.session_id: str = w.session_id
         self.max_inline_bytes: int = w.max_inline_bytes
         self.policy: str = w.policy
-        self.gpus = [json_format.MessageToDict(g, preserving_proto_field_name=True) for g in w.gpus]
+        self.gpus = [message_dict(g) for g in w.gpus]
         self._md = ((SESSION_METADATA_KEY, w.token),)
         self._reader = threading.Thread(target=self._read_events, name="reef-client-events",
                                         daemon=True)  # fmt: skip
@@ -366,9 +382,7 @@ class Client:
             reply = self._stub.Status(reef_pb2.StatusRequest(), metadata=self._md)
         except grpc.RpcError as e:
             raise _remote(e) from None
-        return json_format.MessageToDict(
-            reply, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-        )
+        return message_dict(reply)
 
     def _register(self, size: int) -> SharedRegion:
         r = SharedRegion(size)

@@ -13,7 +13,9 @@ from tests.server.simref import expected_output
 
 
 def _mem(c: Client) -> int:
-    return int(c.status()["gpus"][0]["memory_in_use_bytes"])
+    mem = c.status()["gpus"][0]["memory_in_use_bytes"]
+    assert isinstance(mem, int) and mem >= 0  # the sim allocator's books, as a plain int
+    return mem
 
 
 @pytest.mark.parametrize("transport", ["shm", "inline"])
