@@ -231,3 +231,20 @@ def a_pb(_client):
     from reef_rocm.proto import reef_pb2
 
     return reef_pb2
+
+
+def test_session_limits(serve):
+    srv = serve(max_sessions=2)
+    with Client(srv.address) as a, Client(srv.address) as b:
+        assert a.session_id != b.session_id
+        with pytest.raises(RemoteError) as e:
+            Client(srv.address)
+        assert e.value.code == C.RESOURCE_EXHAUSTED and "at most 2 sessions" in e.value.details
+        with pytest.raises(RemoteError) as e:
+            Client(srv.address, gpu=3)
+        assert e.value.code in (C.INVALID_ARGUMENT, C.RESOURCE_EXHAUSTED)
+    with Client(srv.address) as c:  # the ended sessions freed their places
+        with pytest.raises(RemoteError) as e:
+            Client(srv.address, gpu=3)
+        assert e.value.code == C.INVALID_ARGUMENT and "no GPU 3" in e.value.details
+        assert c.status()["sessions"] == 1
