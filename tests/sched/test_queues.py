@@ -30,7 +30,7 @@ def test_device_queue_cap(sim, packages, monkeypatch, profile):
         assert hb.profile_source == ("measured at load" if profile else "none (kernel-count cap)")
         run = s.run_load([LoadSpec(hb), LoadSpec(hr, [400.0, 1300.0])], duration_us=2500)
     assert seen and all(r.correct for r in run.requests)
-    for q, pending, queued, biggest in seen:
+    for _q, pending, queued, biggest in seen:
         if profile:
             assert queued < 50.0 + biggest  # the cap, overshot by at most one kernel
         else:
