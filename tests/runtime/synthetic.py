@@ -136,6 +136,13 @@ def write_package(
         (root / f"{v}.src").write_text("synthetic kernels: see tests/runtime/synthetic.py\n")
     pkg = SyntheticPackage(root, Manifest.load(root))
     pkg.block_time_us, pkg.per_block = block_time_us, per_block
+    # reference tensors, as the compiler stores them (the output from the CPU formula)
+    x = make_input(pkg)
+    np.save(root / "ref_in0.npy", x)
+    np.save(root / "ref_out0.npy", pkg.reference(x))
+    pkg.manifest.reference = {"inputs": ["ref_in0.npy"], "outputs": ["ref_out0.npy"],
+                              "device": "numpy"}  # fmt: skip
+    pkg.manifest.save(root)
     return pkg
 
 
