@@ -262,7 +262,14 @@ class Engine:
         return all(q.cur is None and not q.tasks for q in self.be)
 
     def step(self) -> bool:
-        progress = self._poll()
+        """One iteration. A waiting RT request is acted on before any completion is polled,
+        so no event query stands between its arrival and the preemption."""
+        progress = self._act(rt_first=True) if self.rt_fifo else False
+        progress |= self._poll()
+        return self._act(rt_first=False) or progress
+
+    def _act(self, rt_first: bool) -> bool:
+        progress = False
         v = self._refresh()
         a = self.policy.decide(v)
         if a & PREEMPT:
@@ -275,6 +282,8 @@ class Engine:
         for q in self.be:
             if q.await_marker:
                 self._queue_marker(q)
+        if rt_first:
+            return progress
         if a & RESUME_BE and self.state != NORMAL:
             progress |= self._resume()
         if a & START_BE:

@@ -240,11 +240,11 @@ class Scheduler:
                 if not running:
                     break
                 if not e.step():
-                    if e.busy:
-                        clock.wait_until(float("inf"), busy=True)
-                    elif e.idle:
+                    if e.idle:
                         kind, payload = inbox.get()
                         running = self._handle(kind, payload)
+                    else:  # work in flight (or stuck: the sim clock then says so)
+                        clock.wait_until(float("inf"), busy=True)
         except BaseException as exc:  # noqa: BLE001 - fail every request, keep the reason
             self._error = exc
             e.cancel_all(exc)
