@@ -193,7 +193,8 @@ class ReefServer:
             mem = w.memory_in_use()
             log.info("GPU %d closed; device memory in use %s", w.index,
                      "unknown" if mem < 0 else f"{mem} B")  # fmt: skip
-        log.info("server stopped")
+        if self.workers:
+            log.info("server stopped")
 
     # ------------------------------------------------------------------ entry points
     def run(self) -> None:
