@@ -114,6 +114,11 @@ class ReefServer:
                     ("grpc.max_receive_message_length", limit),
                     ("grpc.max_send_message_length", limit),
                     ("grpc.so_reuseport", 0),
+                    # a client host that vanishes without closing its connection (TCP) is
+                    # noticed by keepalive pings, and its session ends like a killed client's
+                    ("grpc.keepalive_time_ms", 60_000),
+                    ("grpc.keepalive_timeout_ms", 20_000),
+                    ("grpc.http2.max_pings_without_data", 0),
                 ],
             )
             reef_pb2_grpc.add_ReefServicer_to_server(self.service, self._server)

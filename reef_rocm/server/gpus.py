@@ -21,6 +21,10 @@ class GpuFailed(ReefError):
     """The GPU this model lives on stopped serving (device fault, scheduler error)."""
 
 
+class LoadFailed(ReefError):
+    """The driver refused this model (the GPU itself still serves)."""
+
+
 def memory_in_use(device: Any) -> int:
     """Device bytes allocated through this process's allocator, or -1 where the backend has
     no such accounting (the sim keeps exact books: docs/sim.md, Memory)."""
@@ -69,8 +73,12 @@ class GpuWorker:
         except GpuError as e:
             if _out_of_memory(e):
                 raise  # the GPU is fine; this model does not fit
-            self.fail(e)
-            raise GpuFailed(f"GPU {self.index} ({self.name}) failed loading: {e}") from e
+            try:  # a driver error at load is the package's, unless the scheduler died of it
+                self.sched.status()
+            except Exception:  # noqa: BLE001
+                self.fail(e)
+                raise GpuFailed(f"GPU {self.index} ({self.name}) failed loading: {e}") from e
+            raise LoadFailed(f"GPU {self.index} could not load {package.name}: {e}") from e
 
     def submit(self, handle: Any, inputs: list[Any]) -> Future:
         self.check()

@@ -37,7 +37,7 @@ from reef_rocm.errors import (
 )
 from reef_rocm.proto import SESSION_METADATA_KEY, reef_pb2, reef_pb2_grpc
 from reef_rocm.server.catalog import OutsideCatalog, PackageCatalog, check_target
-from reef_rocm.server.gpus import GpuFailed, GpuWorker
+from reef_rocm.server.gpus import GpuFailed, GpuWorker, LoadFailed
 from reef_rocm.server.placement import GpuLoad, PlacementError, place
 from reef_rocm.server.session import ServedModel, Session, TensorInfo
 from reef_rocm.server.shm import ShmError, ShmRegion
@@ -71,7 +71,7 @@ def _status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
         return C.PERMISSION_DENIED, msg
     if isinstance(exc, ModelError):
         return C.NOT_FOUND, msg
-    if isinstance(exc, PackageError | CodeObjectError | ValueError | TypeError):
+    if isinstance(exc, PackageError | CodeObjectError | LoadFailed | ValueError | TypeError):
         return C.INVALID_ARGUMENT, msg
     if isinstance(exc, UnsupportedError):
         return C.FAILED_PRECONDITION, msg
