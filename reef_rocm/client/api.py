@@ -94,6 +94,14 @@ class _Slot:
         self.out_slices = [
             reef_pb2.ShmSlice(region_id=rid, offset=o, nbytes=s.nbytes) for o, s in outs
         ]
+        # the request is the same every time this slot is used (only the tag changes): build
+        # it once; the slot is used by one request at a time, so setting its tag is safe
+        tensors = [
+            reef_pb2.Tensor(dtype=s.dtype.name, shape=s.shape, shm=sl)
+            for s, sl in zip(model.inputs, self.in_slices, strict=True)
+        ]
+        self.request = reef_pb2.InferRequest(model_id=model.id, inputs=tensors,
+                                             outputs=self.out_slices)  # fmt: skip
 
 
 class Model:
@@ -147,13 +155,8 @@ class Model:
         slot = self._take_slot()
         for v, a in zip(slot.in_views, arrays, strict=True):
             np.copyto(v, a, casting="no")
-        tensors = [
-            reef_pb2.Tensor(dtype=s.dtype.name, shape=s.shape, shm=sl)
-            for s, sl in zip(self.inputs, slot.in_slices, strict=True)
-        ]
-        req = reef_pb2.InferRequest(model_id=self.id, inputs=tensors, outputs=slot.out_slices,
-                                    tag=tag)  # fmt: skip
-        return req, slot
+        slot.request.tag = tag
+        return slot.request, slot
 
     def _outputs(self, reply: Any, slot: _Slot | None) -> list[np.ndarray]:
         if slot is None:
