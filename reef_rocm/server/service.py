@@ -169,7 +169,8 @@ class ReefService(reef_pb2_grpc.ReefServicer):
                 )
             self.sessions[s.token] = s
         # the RPC ends when the client closes the stream, its channel drops or it dies
-        context.add_callback(lambda: s.events.put(None))
+        if not context.add_callback(lambda: s.events.put(None)):
+            s.events.put(None)  # it already ended: the loop below ends the session at once
         log.info("session %s opened: client %r, workload %r, peer %s", s.id, s.client,
                  s.workload, context.peer())  # fmt: skip
         try:
