@@ -392,35 +392,29 @@ class ReefService(reef_pb2_grpc.ReefServicer):
         inline_bytes = 0
         arrays: list[np.ndarray] = []
         for i, (t, spec) in enumerate(zip(request.inputs, m.inputs, strict=True)):
-            what = f"{m.name} input {i} ({spec.name})"
-            try:
-                dt = np.dtype(t.dtype)
-            except TypeError:
-                msg = f"{what}: unknown dtype {t.dtype!r}"
-                raise RequestError(C.INVALID_ARGUMENT, msg) from None
-            if dt != spec.dtype or tuple(t.shape) != spec.shape:
-                raise RequestError(
-                    C.INVALID_ARGUMENT,
-                    f"{what} must be {spec.dtype}{list(spec.shape)}, got {t.dtype}{list(t.shape)}",
-                )
+            if tuple(t.shape) != spec.shape or (
+                t.dtype != spec.dtype_name and not _same_dtype(t.dtype, spec.dtype)
+            ):
+                raise _tensor_mismatch(_what(m, "input", i, spec), t, spec)
             kind = t.WhichOneof("data")
             if kind == "inline":
                 inline_bytes += len(t.inline)
                 if len(t.inline) != spec.nbytes:
                     raise RequestError(
                         C.INVALID_ARGUMENT,
-                        f"{what}: {len(t.inline)} bytes of data for a tensor of {spec.nbytes}",
+                        f"{_what(m, 'input', i, spec)}: {len(t.inline)} bytes of data for a "
+                        f"tensor of {spec.nbytes}",
                     )
-                arrays.append(np.frombuffer(t.inline, dtype=dt).reshape(spec.shape))
+                arrays.append(np.frombuffer(t.inline, dtype=spec.dtype).reshape(spec.shape))
             elif kind == "shm":
-                arrays.append(self._slice_view(s, t.shm, spec, what))
+                arrays.append(self._slice_view(s, t.shm, spec, m, "input", i))
             else:
+                what = _what(m, "input", i, spec)
                 raise RequestError(C.INVALID_ARGUMENT, f"{what}: no data (inline or shm)")
         out_views: list[tuple[np.ndarray, Any] | None] = []
         if request.outputs:
             for i, (sl, spec) in enumerate(zip(request.outputs, m.outputs, strict=True)):
-                what = f"{m.name} output {i} ({spec.name})"
-                out_views.append((self._slice_view(s, sl, spec, what), sl))
+                out_views.append((self._slice_view(s, sl, spec, m, "output", i), sl))
         else:
             inline_bytes += sum(t.nbytes for t in m.outputs)
             out_views = [None] * len(m.outputs)
@@ -433,17 +427,20 @@ class ReefService(reef_pb2_grpc.ReefServicer):
             )
         return _Job(m, arrays, out_views, t0)
 
-    def _slice_view(self, s: Session, sl: Any, spec: TensorInfo, what: str) -> np.ndarray:
+    def _slice_view(
+        self, s: Session, sl: Any, spec: TensorInfo, m: ServedModel, kind: str, i: int
+    ) -> np.ndarray:
         if sl.nbytes != spec.nbytes:
             raise RequestError(
                 grpc.StatusCode.INVALID_ARGUMENT,
-                f"{what}: shm slice of {sl.nbytes} bytes for a tensor of {spec.nbytes}",
+                f"{_what(m, kind, i, spec)}: shm slice of {sl.nbytes} bytes for a tensor of "
+                f"{spec.nbytes}",
             )
         r = self._region(s, sl.region_id)
         try:
-            return r.view(int(sl.offset), int(sl.nbytes), spec.dtype, spec.shape)
+            return r.view(sl.offset, sl.nbytes, spec.dtype, spec.shape)
         except ShmError as e:
-            raise ShmError(f"{what}: {e}", e.code) from None
+            raise ShmError(f"{_what(m, kind, i, spec)}: {e}", e.code) from None
 
     def _submit(self, s: Session, job: _Job) -> Future:
         m = job.model
@@ -470,11 +467,11 @@ class ReefService(reef_pb2_grpc.ReefServicer):
         for arr, target, spec in zip(res.outputs, job.out_views, job.model.outputs, strict=True):
             if target is None:
                 data = np.ascontiguousarray(arr).tobytes()
-                outs.append(reef_pb2.Tensor(dtype=spec.dtype.name, shape=spec.shape, inline=data))
+                outs.append(reef_pb2.Tensor(dtype=spec.dtype_name, shape=spec.shape, inline=data))
             else:
                 view, sl = target
                 view[...] = arr
-                outs.append(reef_pb2.Tensor(dtype=spec.dtype.name, shape=spec.shape, shm=sl))
+                outs.append(reef_pb2.Tensor(dtype=spec.dtype_name, shape=spec.shape, shm=sl))
         rec = res.record
         timing = reef_pb2.Timing(
             server_us=(time.perf_counter_ns() - job.t0) / 1e3,
@@ -576,9 +573,32 @@ class ReefService(reef_pb2_grpc.ReefServicer):
         )  # fmt: skip
 
 
+def _what(m: ServedModel, kind: str, i: int, spec: TensorInfo) -> str:
+    return f"{m.name} {kind} {i} ({spec.name})"
+
+
+def _tensor_mismatch(what: str, t: Any, spec: TensorInfo) -> RequestError:
+    try:
+        np.dtype(t.dtype)
+    except TypeError:
+        return RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"{what}: unknown dtype {t.dtype!r}")
+    return RequestError(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        f"{what} must be {spec.dtype}{list(spec.shape)}, got {t.dtype}{list(t.shape)}",
+    )
+
+
+def _same_dtype(name: str, dtype: np.dtype) -> bool:
+    """An alias of the model's dtype ("f4" for float32) is the same dtype."""
+    try:
+        return np.dtype(name) == dtype
+    except TypeError:
+        return False
+
+
 def _info(t: Any) -> TensorInfo:
     return TensorInfo(t.name, tuple(t.shape), np.dtype(t.dtype))
 
 
 def _spec(t: TensorInfo) -> Any:
-    return reef_pb2.TensorSpec(name=t.name, shape=t.shape, dtype=t.dtype.name)
+    return reef_pb2.TensorSpec(name=t.name, shape=t.shape, dtype=t.dtype_name)

@@ -26,10 +26,14 @@ class TensorInfo:
     name: str
     shape: tuple[int, ...]
     dtype: np.dtype
+    # derived once: the request path compares against these on every inference
+    nbytes: int = field(init=False)
+    dtype_name: str = field(init=False)
 
-    @property
-    def nbytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+    def __post_init__(self) -> None:
+        n = int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+        object.__setattr__(self, "nbytes", n)
+        object.__setattr__(self, "dtype_name", self.dtype.name)
 
 
 @dataclass(eq=False)
