@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from reef_rocm.client import Client
-from tests.server.conftest import REPO, spawn_server
+from tests.server.helpers import REPO, spawn_server
 
 DEATHS = int(__import__("os").environ.get("REEF_TEST_DEATHS", 200))
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from reef_rocm.client import Client, RemoteError
-from tests.server.conftest import spawn_server
+from tests.server.helpers import spawn_server
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -78,7 +78,7 @@ def test_refuses_an_open_socket_directory_and_a_live_socket(packages, tmp_path):
     import os
     import sys
 
-    from tests.server.conftest import REPO
+    from tests.server.helpers import REPO
 
     open_dir = tmp_path / "open"
     open_dir.mkdir()

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from reef_rocm.client import Client
-from tests.server.conftest import REPO, spawn_server
+from tests.server.helpers import REPO, spawn_server
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from reef_rocm.client import Client, RemoteError
-from tests.server.conftest import sim_devices
+from tests.server.helpers import sim_devices
 from tests.server.simref import expected_output
 
 

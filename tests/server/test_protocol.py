@@ -9,7 +9,7 @@ import pytest
 
 from reef_rocm.client import Client, RemoteError
 from reef_rocm.client.shm import SharedRegion
-from tests.server.conftest import Raw
+from tests.server.helpers import Raw
 from tests.server.simref import expected_output
 
 C = grpc.StatusCode

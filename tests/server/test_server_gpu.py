@@ -37,7 +37,7 @@ def test_serve_zoo_models_on_the_gpu(tmp_path):
         pytest.skip(f"no {backend} GPU: {report.reason}")
     from reef_rocm.client import Client
     from reef_rocm.sched import outputs_match
-    from tests.server.conftest import spawn_server
+    from tests.server.helpers import spawn_server
 
     rt_pkg, be_pkg = _pkg("vgg19"), _pkg("resnet152")
     log = tmp_path / "serve.log"
