@@ -94,3 +94,16 @@ def test_placement_override_and_failed_gpus():
     assert place([G(0, {"a"}, healthy=False), G(1, {"b"})], "a") == 1  # its GPU failed
     with pytest.raises(PlacementError):
         place([G(0, healthy=False)], "a")
+
+
+@pytest.mark.parametrize(
+    "args,text",
+    [(["--gpus", "a"], "--gpus 'a'"), (["--gpus", "0,0"], "distinct"),
+     (["--sim-option", "x"], "KEY=VALUE"), (["--sim-option", "a=1"], "needs --backend sim"),
+     (["--listen", "nohost:1"], "not an IP address")],
+)  # fmt: skip
+def test_serve_refuses_bad_flags_before_opening_anything(tmp_path, capsys, args, text):
+    from reef_rocm.cli import main
+
+    assert main(["serve", "--packages", str(tmp_path), *args]) == 1
+    assert text in capsys.readouterr().err
