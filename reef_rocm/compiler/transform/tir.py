@@ -115,27 +115,15 @@ def _thread_tag(stmt: tirx.Stmt) -> str | None:
 
 
 def _map_kernels(stmt: tirx.Stmt, fkernel: Callable[[tirx.For], tirx.Stmt]) -> tirx.Stmt:
-    """Rebuild ``stmt`` with every kernel root (outermost thread-binding loop) replaced."""
-    if _thread_tag(stmt) is not None:
-        return fkernel(stmt)
-    if isinstance(stmt, tirx.SeqStmt):
-        new = [_map_kernels(c, fkernel) for c in stmt.seq]
-        return (
-            tirx.SeqStmt(new)
-            if any(not a.same_as(b) for a, b in zip(new, stmt.seq, strict=True))
-            else stmt
-        )
-    if isinstance(stmt, tirx.IfThenElse):
-        t = _map_kernels(stmt.then_case, fkernel)
-        e = None if stmt.else_case is None else _map_kernels(stmt.else_case, fkernel)
-        return tirx.IfThenElse(stmt.condition, t, e)
-    if isinstance(stmt, (tirx.For, tirx.While, tirx.AttrStmt, s_tir.SBlockRealize)):
-        if isinstance(stmt, s_tir.SBlockRealize) and stmt.block.init is not None:
-            return stmt  # an init block never holds a kernel launch
-        body = stmt.block.body if isinstance(stmt, s_tir.SBlockRealize) else stmt.body
-        new_body = _map_kernels(body, fkernel)
-        return stmt if new_body.same_as(body) else _replace_body(stmt, new_body)
-    return stmt
+    """Rebuild ``stmt`` with every kernel root (outermost thread-binding loop) replaced by
+    ``fkernel(root)`` (TVM's structural mutator: unchanged parts are kept as they are)."""
+
+    def on_for(loop: tirx.For, mutator: tvm_ffi.StructuralMutator) -> tirx.Stmt:
+        if _thread_tag(loop) is not None:
+            return fkernel(loop)  # not descended: loops inside a kernel are its own
+        return mutator.default_mutate(loop)
+
+    return tvm_ffi.structural_mutate(stmt, (tirx.For, on_for))
 
 
 def kernel_roots(func: tirx.PrimFunc) -> list[tirx.For]:
