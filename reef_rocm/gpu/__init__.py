@@ -31,7 +31,7 @@ from reef_rocm.gpu.api import (
 )
 from reef_rocm.gpu.params import ParamBlock
 
-BACKENDS = ("hip", "cuda", "sim")
+BACKENDS = ("hip", "cuda", "sim", "hsa")  # hsa: our own AQL queues; by name only
 # auto-selection order: AMD first (the project's primary target), then NVIDIA. Never sim.
 _AUTO_ORDER = ("hip", "cuda")
 

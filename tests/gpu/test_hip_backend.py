@@ -900,11 +900,6 @@ def _kfd_sysfs(root: Path, nodes: list[tuple[int, dict[str, int]]]) -> Path:
     return root
 
 
-@pytest.mark.xfail(
-    not {"domain", "location_id", "unique_id"} <= set(kfd.KfdNode.__dataclass_fields__),
-    reason="rocm/kfd.py's topology_gpus() does not read domain/location_id/unique_id yet",
-    strict=True,
-)
 def test_kfd_gpu_id_through_the_real_topology_reader(tmp_path: Path) -> None:
     root = _kfd_sysfs(
         tmp_path,

@@ -49,13 +49,8 @@ from reef_rocm.gpu.sim.spec import (
     SimModuleSpec,
     SimParam,
 )
-from reef_rocm.package.manifest import Buffer, LaunchRecord, Manifest, Variant
+from reef_rocm.package.manifest import Buffer, LaunchRecord, Manifest, PreemptLaunch, Variant
 from reef_rocm.package.weights import GENERATOR, generate
-
-try:  # manifest schema 3 (the transform's LaunchRecord.preempt); absent in schema 2
-    from reef_rocm.package.manifest import PreemptLaunch
-except ImportError:  # depends on which manifest schema this tree has
-    PreemptLaunch = None  # type: ignore[assignment,misc]
 
 POLL_PARAM = "reef_poll_every"  # the transformer's name for the poll-period argument
 DTYPE = "float32"
@@ -244,7 +239,7 @@ def build_sim_package(
                 args=args,
                 writes=[xs[i + 1]],
             )
-            if pre and PreemptLaunch is not None:
+            if pre:
                 # what the transformer records: slot counts blocks, the poll argument, the
                 # loop trips per block and the compile-time poll interval
                 record.preempt = PreemptLaunch(
