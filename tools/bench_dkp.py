@@ -48,7 +48,7 @@ from reef_rocm.dkp.build import (  # noqa: E402
 )  # fmt: skip
 from reef_rocm.dkp.launch import DkpRuntime  # noqa: E402
 from reef_rocm.dkp.select import BeCandidate, Selector, package_profiles  # noqa: E402
-from reef_rocm.errors import UnsupportedError  # noqa: E402
+from reef_rocm.errors import PackageError, UnsupportedError  # noqa: E402
 from reef_rocm.gpu import LaunchConfig, open_device  # noqa: E402
 from reef_rocm.gpu.api import DevicePtr  # noqa: E402
 from reef_rocm.package.files import ModelPackage  # noqa: E402
@@ -291,6 +291,12 @@ def main() -> int:
         print(f"building DKP code objects for {models} into {a.build} ...", flush=True)
         build_packages(list(pkgs.values()), a.build)
     build = load_build(a.build)
+    try:
+        for p in pkgs.values():
+            build.check_package(p)
+    except PackageError as e:
+        print(f"{e}: rebuilding into {a.build}", flush=True)
+        build = build_packages(list(pkgs.values()), a.build)
     profs = {}
     for m, p in pkgs.items():
         doc = json.loads(next(a.profiles.glob(f"{m}-*.json")).read_text())

@@ -18,6 +18,7 @@ link step and nothing more.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
 import shutil
@@ -30,7 +31,7 @@ from typing import Any
 
 from reef_rocm.codeobj import KernelResources, read_code_object
 from reef_rocm.dkp.source import ArgLayout, KernelBody, PackageBodies, Param, package_bodies
-from reef_rocm.errors import ReefError, UnsupportedError
+from reef_rocm.errors import PackageError, ReefError, UnsupportedError
 from reef_rocm.package.files import ModelPackage
 from reef_rocm.package.manifest import LaunchRecord
 
@@ -79,6 +80,21 @@ class DkpBuild:
     bodies: list[BodyEntry]
     proxies: list[ProxyBuild]
     tools: dict[str, str] = field(default_factory=dict)
+    # model name -> sha256 of the kernel source its bodies came from: a package with other
+    # kernels (recompiled, another reef_rocm) must not run with these bodies
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def check_package(self, package: ModelPackage) -> None:
+        """Refuse a package whose dkp-variant source is not the one this build compiled."""
+        want = self.sources.get(package.name)
+        if want is None:
+            raise PackageError(f"{package.name}: not in this DKP build ({self.directory})")
+        got = source_digest(source_text(package, "dkp"))
+        if got != want:
+            raise PackageError(
+                f"{package.name} at {package.path}: its dkp kernels differ from the ones the "
+                f"DKP build at {self.directory} compiled (rebuild it from this package)"
+            )
 
     def body_index(self, package: str, kernel_index: int) -> int:
         for i, e in enumerate(self.bodies):
@@ -92,6 +108,7 @@ class DkpBuild:
     def save(self) -> Path:
         doc = {
             "vendor": self.vendor, "arch": self.arch, "source": self.source, "tools": self.tools,
+            "sources": self.sources,
             "proxies": [p.as_dict() for p in self.proxies],
             "bodies": [
                 {"package": e.package, "kernel_index": e.kernel_index, "kernel": e.body.kernel,
@@ -122,6 +139,10 @@ def _run(cmd: list[str], env: dict[str, str] | None = None) -> str:
             f"{' '.join(cmd)} failed ({r.returncode}):\n{(r.stderr or r.stdout)[-4000:]}"
         )
     return r.stderr
+
+
+def source_digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def source_text(package: ModelPackage, variant: str) -> str:
@@ -265,7 +286,8 @@ def build_sources(
     gz = src.with_name(src.name + ".gz")
     gz.write_bytes(gzip.compress(src.read_bytes()))
     src.unlink()
-    build = DkpBuild(out, vendor, arch, gz.name, bodies, proxies)
+    digests = {name: source_digest(text) for name, text, _ in sources}
+    build = DkpBuild(out, vendor, arch, gz.name, bodies, proxies, sources=digests)
     build.save()
     return build
 
@@ -313,4 +335,5 @@ def load_build(directory: str | Path) -> DkpBuild:
     for p in doc["proxies"]:
         co = read_code_object(d / p["path"])
         proxies.append(ProxyBuild(p["budget"], p["path"], co.kernels[DISPATCH_KERNEL]))
-    return DkpBuild(d, doc["vendor"], doc["arch"], doc["source"], bodies, proxies, doc["tools"])
+    return DkpBuild(d, doc["vendor"], doc["arch"], doc["source"], bodies, proxies, doc["tools"],
+                    dict(doc.get("sources", {})))  # fmt: skip

@@ -296,6 +296,8 @@ class DkpRuntime:
         key = (id(inst), kernel)
         buf = self._argbufs.get(key)
         if buf is None:
+            if self.build.sources:  # builds from package sources know what they compiled
+                self.build.check_package(inst.package)
             host = pack_args(self.build, self.build.body_index(inst.package.name, kernel), inst)
             buf = self.device.alloc(host.nbytes)
             self._argbufs[key] = buf

@@ -24,7 +24,8 @@ from reef_rocm.dkp.build import (
     load_build,
 )  # fmt: skip
 from reef_rocm.dkp.source import ArgLayout, Param, package_bodies, split_kernels
-from reef_rocm.errors import UnsupportedError
+from reef_rocm.errors import PackageError, UnsupportedError
+from reef_rocm.package.files import ModelPackage
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGES = Path(os.environ.get("REEF_PACKAGES", REPO / ".carry" / "packages"))
@@ -140,6 +141,16 @@ def test_package_bodies_cover_their_static_shared_memory(tmp_path, nvcc):
     body covers what the kernel's own code object declares as static shared memory."""
     pkg = _package("tiny_cnn")
     b = build_packages([pkg], tmp_path, budgets=(128,), nvcc=nvcc)
+    # the build knows which kernels it compiled: a package with other dkp kernels is refused
+    b.check_package(ModelPackage.load(pkg))
+    copy = tmp_path / "copy"
+    shutil.copytree(pkg, copy)
+    src = copy / ModelPackage.load(pkg).manifest.variant("dkp").source
+    text = gzip.decompress(src.read_bytes()) if src.suffix == ".gz" else src.read_bytes()
+    text += b"\n// recompiled\n"
+    src.write_bytes(gzip.compress(text) if src.suffix == ".gz" else text)
+    with pytest.raises(PackageError, match="differ"):
+        load_build(tmp_path).check_package(ModelPackage.load(copy))
     own = read_code_object(pkg / "kernels" / "dkp.cubin").kernels
     assert len(b.bodies) == len(own)
     for e in b.bodies:
