@@ -63,7 +63,14 @@ class BeCursor:
         self.instance = inst
         self.num_kernels = inst.num_kernels
         self._buf = device.alloc(8 * self.num_kernels)
-        self._host = np.zeros(2 * self.num_kernels, np.uint32)
+        # pinned where the device has it: a copy into pageable memory would not be async
+        self._pinned = None
+        caps = getattr(device, "capabilities", None)
+        if caps is not None and caps.host_mapped_memory:
+            self._pinned = device.alloc_host_mapped(8 * self.num_kernels)
+            self._host = self._pinned.host[: 8 * self.num_kernels].view(np.uint32)
+        else:
+            self._host = np.zeros(2 * self.num_kernels, np.uint32)
         self._event = device.create_event(timing=False)
 
     def next_ptr(self, k: int) -> DevicePtr:
@@ -93,6 +100,9 @@ class BeCursor:
             self._event.destroy()
             self._buf.free()
             self._buf = None
+            if self._pinned is not None:
+                self._pinned.free()
+                self._pinned = None
 
     def __enter__(self) -> BeCursor:
         return self
