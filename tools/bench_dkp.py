@@ -201,6 +201,7 @@ def _dkp_loop(dev, rt, a, b, prof_rt, prof_be, sel, s, rt_inference, n_req, be_t
     no RT kernel can pad, which run unpadded after an RT request (counted)."""
     paddable = [any(sel.select(r, [BeCandidate(p, p.blocks)]) for r in prof_rt) for p in prof_be]
     pads: dict[tuple[int, int], Any] = {}
+    refused: dict[tuple[int, int], str] = {}
     with rt.cursor(b) as cur:
         cur.reset(s)
         j, done_j, work_us, unpadded, padded_launches = 0, 0, 0.0, 0, 0
@@ -215,9 +216,17 @@ def _dkp_loop(dev, rt, a, b, prof_rt, prof_be, sel, s, rt_inference, n_req, be_t
                 a.launch(i, s)
                 return
             key = (i, j)
-            pad = pads.get(key)
+            pad = pads.get(key, False)
+            if pad is False:
+                try:
+                    pad = rt.bind(a, i, b, j, cur, pick.proxy, s)
+                except UnsupportedError as e:  # e.g. shared memory over the device limit
+                    refused[key] = str(e)
+                    pad = None
+                pads[key] = pad
             if pad is None:
-                pad = pads[key] = rt.bind(a, i, b, j, cur, pick.proxy, s)
+                a.launch(i, s)
+                return
             promised = min(prof_be[j].blocks, promised + pick.be_count)
             pad.set_be_limit(promised)
             pad.set_table(rt.table_for(pick.rt_cus, s))
@@ -252,6 +261,7 @@ def _dkp_loop(dev, rt, a, b, prof_rt, prof_be, sel, s, rt_inference, n_req, be_t
         "be_inferences_per_s": work_us / be_total_us / wall,
         "be_kernels_unpadded": unpadded, "padded_launches": padded_launches,
         "paddable_be_kernels": int(sum(paddable)), "be_kernels": len(prof_be),
+        "pairs_refused": {f"{i}:{j}": why for (i, j), why in refused.items()},
     }  # fmt: skip
 
 
