@@ -145,8 +145,9 @@ def _unpadded_fixture(dev, run: FixtureRun):
         mod.unload()
 
 
-def _padded_fixture(dev, build, rt, run: FixtureRun, n_rt: int, budget: int):
-    """scale as the RT kernel padded with blocksum as the BE kernel, raw dispatcher args."""
+def _padded_fixture(dev, build, rt, run: FixtureRun, n_rt: int, budget: int, flag: int = 0):
+    """scale as the RT kernel padded with blocksum as the BE kernel, raw dispatcher args;
+    ``flag``: the preempt flag's value during the launch."""
     from reef_rocm.dkp.build import DISPATCH_KERNEL
 
     rt.set_split(n_rt, run.s)
@@ -156,6 +157,7 @@ def _padded_fixture(dev, build, rt, run: FixtureRun, n_rt: int, budget: int):
         dev.copy_to_device(bufs[0], a_rt, run.s)
         dev.copy_to_device(bufs[1], a_be, run.s)
         dev.memset32(bufs[2], 0, 2, run.s)
+        dev.memset32(rt._flag, flag, 1, run.s)
         proxy = rt.proxy(budget)
         grid = rt.blocks_for(proxy, 128, 528)
         k = rt.modules[budget].get_kernel(DISPATCH_KERNEL)
@@ -166,6 +168,7 @@ def _padded_fixture(dev, build, rt, run: FixtureRun, n_rt: int, budget: int):
             DevicePtr(bufs[2].ptr), DevicePtr(bufs[2].ptr + 4), DevicePtr(rt._flag.ptr),
             DevicePtr(rt._work.ptr), DevicePtr(rt._table.ptr), np.int32(4096),
         )  # fmt: skip
+        dev.memset32(rt._flag, 0, 1, run.s)
         y, s = run.outputs()
         counts = np.empty(2, np.uint32)
         dev.copy_to_host(counts, bufs[2], run.s)
@@ -201,6 +204,25 @@ def test_fixture_padded_matches_unpadded(dev, fx_build, n_rt_frac):
             assert 0 <= done <= BLOCKS and int(counts[0]) == done  # the cursor is exact
             assert np.array_equal(s[:done].view(np.uint32), s0[:done].view(np.uint32))
             assert np.all(s[done:].view(np.uint32) == 0x7FC00001)
+
+
+def test_fixture_preempt_flag_stops_be_not_rt(dev, fx_build):
+    """With the flag up no BE virtual block runs; the RT kernel still completes exactly."""
+    with DkpRuntime(dev, fx_build) as rt:
+        ref = FixtureRun(dev, fx_build, 0, 1)
+        try:
+            y0, _ = _unpadded_fixture(dev, ref)
+        finally:
+            ref.close()
+        run = FixtureRun(dev, fx_build, 0, 1)
+        try:
+            y, s, counts = _padded_fixture(dev, fx_build, rt, run, rt.compute_units // 2,
+                                           fx_build.proxies[0].budget, flag=1)  # fmt: skip
+        finally:
+            run.close()
+        assert np.array_equal(y.view(np.uint32), y0.view(np.uint32))
+        assert counts.tolist() == [0, 0]
+        assert np.all(s.view(np.uint32) == 0x7FC00001)
 
 
 def test_probe_sees_every_sm_once(dev, fx_build):
