@@ -38,7 +38,7 @@ BENCH_BUDGETS = (56, 64, 72, 80, 255)
 
 def fixture_cubin(out: Path, arch: str) -> bytes:
     """The fixture's own kernels, compiled as plain kernels (the unpadded reference)."""
-    import fixture
+    import dkp_fixture as fixture
 
     nvcc = find_nvcc()
     if nvcc is None:
@@ -51,7 +51,7 @@ def fixture_cubin(out: Path, arch: str) -> bytes:
 
 
 def build_fixture(out: Path, arch: str = "sm_90") -> DkpBuild:
-    import fixture
+    import dkp_fixture as fixture
 
     b = build_sources([("fx", fixture.SOURCE.read_text(), fixture.kernels())], out,
                       vendor="nvidia", arch=arch, budgets=TEST_BUDGETS)  # fmt: skip

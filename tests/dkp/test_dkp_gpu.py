@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-import fixture
+import dkp_fixture as fixture
 import numpy as np
 import pytest
 

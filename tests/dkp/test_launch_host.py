@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
-import fixture
+import dkp_fixture as fixture
 import numpy as np
 import pytest
 

@@ -9,7 +9,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import fixture
+import dkp_fixture as fixture
 import pytest
 
 from reef_rocm.codeobj import read_code_object
