@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import gzip
 import hashlib
@@ -21,20 +22,25 @@ from typing import Any
 import numpy as np
 
 from reef_rocm import __version__
+from reef_rocm.compiler.launch_bounds import plain_blocks_per_sm, with_min_blocks
 from reef_rocm.compiler.targets import TargetSpec, parse_target
 from reef_rocm.errors import ModelError, UnsupportedError
 from reef_rocm.package.manifest import (
+    DKP_VARIANTS,
     MANIFEST_FILE,
+    PREEMPTIBLE_VARIANTS,
     VARIANTS,
     Buffer,
+    LaunchRecord,
     Manifest,
+    PreemptLaunch,
     Variant,
     idempotence_violations,
 )
 from reef_rocm.package.weights import GENERATOR
 
 DEFAULT_SEED = 0
-COMPILER_REVISION = 3  # bump when the compiler's output changes for the same inputs
+COMPILER_REVISION = 4  # bump when the compiler's output changes for the same inputs
 
 
 def cache_dir() -> Path:
@@ -94,6 +100,8 @@ def available_variants() -> list[str]:
         out.append("preemptible")
     if t is not None and hasattr(t, "make_dkp_ready"):
         out.append("dkp")
+    if t is not None and hasattr(t, "make_preemptible_dkp"):
+        out.append("dkp_be")
     return out
 
 
@@ -120,9 +128,39 @@ def _apply_variant(name: str, mod: Any, poll_interval: int | None) -> Any:
     if name == "plain":
         return mod
     t = _transform_module()
+    t.ensure_codegen_support()
     if name == "preemptible":
         return t.make_preemptible(mod, poll_interval=poll_interval)
+    if name == "dkp_be":
+        return t.make_preemptible_dkp(mod, poll_interval=poll_interval)
     return t.make_dkp_ready(mod)
+
+
+def _preempt_launches(variant: str, mod: Any, kernels: list[LaunchRecord]) -> None:
+    """Give each kernel of a preemptible variant its ``preempt`` record, from the
+    transform's ``reef.preemptible`` attribute of its PrimFunc: what the slot counts and
+    which launch argument sets the poll interval (matched by name: the host/device split
+    need not keep the kernels of one PrimFunc in order)."""
+    if variant not in PREEMPTIBLE_VARIANTS:
+        return
+    t = _transform_module()
+    counts = "virtual_blocks" if variant in DKP_VARIANTS else "blocks"
+    for k in kernels:
+        info = t.preempt_info(mod[k.func])
+        reef = {a["name"] for a in k.args if a["kind"] == "reef_param"}
+        mine = [i for i, n in enumerate(info["poll_params"]) if n is not None and n in reef]
+        if len(mine) > 1:
+            raise UnsupportedError(f"{k.name}: takes {len(mine)} poll interval arguments")
+        if mine:
+            (i,) = mine
+            k.preempt = PreemptLaunch(
+                slot_counts=counts,
+                poll_param=info["poll_params"][i],
+                loop_trips=info["loop_trips"][i],
+                default_poll_every=int(info["poll_interval"] or 0),
+            )
+        else:
+            k.preempt = PreemptLaunch(slot_counts=counts)
 
 
 def _dkp_infos(mod: Any) -> dict[str, list[dict[str, Any]]]:
@@ -297,6 +335,7 @@ def _variants(
         primfunc_param_names,
     )
 
+    plain_cuda = _PlainCuda(spec.arch)
     for name in names:
         try:
             vmod = prog.step(
@@ -307,6 +346,7 @@ def _variants(
                 plan.calls, build, primfunc_param_names(vmod), primfunc_param_dtypes(vmod),
                 _dkp_infos(vmod),
             )  # fmt: skip
+            _preempt_launches(name, vmod, kernels)
         except Exception as e:
             if name == "plain" or name not in optional:
                 raise
@@ -323,6 +363,10 @@ def _variants(
             f"{name}: codegen ({'CUDA source' if spec.kind == 'cuda' else 'LLVM + ld.lld'})",
             lambda b=build: codegen(b.device_mod, b.target, spec.arch, nvcc=False),
         )
+        if name != "plain" and spec.kind == "cuda" and plain_cuda:
+            # keep the plain kernels' blocks per SM: __launch_bounds__(T, plain blocks/SM)
+            source = with_min_blocks(co.source, plain_cuda.blocks_per_sm())
+            co = dataclasses.replace(co, source=source)
         # sources are large (dlight unrolls: ~40 KB of CUDA per conv kernel) and only read
         # by people and tools, so they are stored gzipped (mtime 0: reproducible bytes)
         src_rel = f"kernels/{name}{co.source_ext}.gz"
@@ -332,8 +376,26 @@ def _variants(
             files[bin_rel] = co.binary
         else:  # nvcc runs in a worker while TVM goes on with the next variant / reference
             pending[bin_rel] = pool.submit(compile_cuda, co.source, spec.arch)
+            if name == "plain":
+                plain_cuda.append((co.source, pending[bin_rel]))
         variants[name] = Variant(name, bin_rel, src_rel, kernels)
         prog.note(f"{name}: {len(kernels)} kernels")
+
+
+class _PlainCuda(list):
+    """The plain variant's CUDA source and (pending) cubin: what the other variants'
+    launch bounds are computed from (reef_rocm.compiler.launch_bounds)."""
+
+    def __init__(self, arch: str) -> None:
+        super().__init__()
+        self.arch = arch
+        self._blocks: dict[str, int] | None = None
+
+    def blocks_per_sm(self) -> dict[str, int]:
+        if self._blocks is None:
+            source, cubin = self[0]
+            self._blocks = plain_blocks_per_sm(cubin.result(), self.arch, source)
+        return self._blocks
 
 
 def _finish(

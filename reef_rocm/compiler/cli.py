@@ -48,7 +48,8 @@ def register(subparsers: Any) -> None:
         "--poll-interval",
         type=int,
         default=None,
-        help="preemptible variant: poll the flag every N outer-loop iterations",
+        help="preemptible variants: give loops longer than N poll points; N is the default "
+        "of the kernels' reef_poll_every launch argument (the runtime may pass any other)",
     )
     p.add_argument("--force", action="store_true", help="rebuild even if cached")
     p.add_argument("--no-reference", action="store_true", help="skip the CPU reference")

@@ -21,8 +21,14 @@ reasoning; in short:
     when the flag flips while the block starts (threads reading the flag themselves could
     disagree, deadlock on the body's barriers, or count a block that only partly ran).
 
+    Before the final barrier every thread executes a device-scope fence, and thread 0
+    fences again before the count, so a reader that sees the count sees the block's
+    stores (``FENCE_OP``). ``make_preemptible`` refuses DKP-ready input: apply it first
+    (``make_preemptible_dkp``), so that the check and the count sit per virtual block.
+
     With ``poll_interval=N`` the kernel's outer loops also poll: each outermost uniform
-    serial loop with more than N trips runs in chunks of N iterations::
+    serial loop with more than N trips runs in chunks of P iterations, P the kernel's
+    int32 launch argument ``reef_poll_every`` (N its default; P = 0: one chunk)::
 
         if stop[0] == 0:
             for chunk in range(ceildiv(extent, N)):
@@ -81,6 +87,7 @@ SLOT_PARAM = "reef_completion_slot"
 DKP_BEGIN = "reef_vblock_begin"
 DKP_COUNT = "reef_vblock_count"
 DKP_GRID = "reef_grid_blocks"
+POLL_PARAM = "reef_poll_every"
 ATTR_PREEMPTIBLE = "reef.preemptible"
 ATTR_DKP = "reef.dkp"
 
@@ -111,22 +118,45 @@ def _lower_atomic_add_cuda(op: tirx.Call) -> tirx.Call:
     return tirx.call_intrin(str(op.ty), "tirx.cuda.atomic_add", addr, value)
 
 
+# The device-scope fence in the TIR is TVM's ``tirx.cuda.thread_fence`` (CUDA source:
+# ``__threadfence()``, i.e. ``fence.sc.gpu``). TVM's AMDGPU codegen knows no fence, and TIR
+# cannot write LLVM's ``fence`` instruction, so for ROCm targets it is lowered to the
+# instruction sequence LLVM itself emits for ``fence syncscope("agent") release`` on gfx9
+# up to gfx90a (one L2 per agent): ``s_waitcnt vmcnt(0) expcnt(0) lgkmcnt(0)``, i.e. every
+# memory operation this wave issued has completed (stores acknowledged by the L2).
+# gfx94x (MI300: one L2 per XCD) would also need ``buffer_wbl2 sc1``, which TVM cannot emit.
+FENCE_OP = "tirx.cuda.thread_fence"
+_WAITCNT_ALL = 0  # s_waitcnt immediate with every counter field 0
+
+
+def _lower_fence_rocm(op: tirx.Call) -> tirx.Call:
+    return tirx.call_llvm_intrin("", "llvm.amdgcn.s.waitcnt", tirx.IntImm(_I32, _WAITCNT_ALL))
+
+
 _codegen_ready = False
 
 
 def ensure_codegen_support() -> None:
-    """Make ``tirx.atomic_add`` compile for CUDA targets (idempotent, process-wide).
-
-    Called on import; builds in another process must import this module too.
+    """Register the lowerings the transformed kernels need (idempotent, process-wide):
+    ``tirx.atomic_add`` for CUDA (TVM's CUDA source generator does not know it) and the
+    device-scope fence for ROCm. Every build of transformed kernels calls this first
+    (reef_rocm.compiler.build does); a build in another process must call it too.
     """
     global _codegen_ready
     if _codegen_ready:
         return
     tirx.op.register_intrin_lowering("tirx.atomic_add", "cuda", f=_lower_atomic_add_cuda, level=99)
+    tirx.op.register_intrin_lowering(FENCE_OP, "rocm", f=_lower_fence_rocm, level=99)
     _codegen_ready = True
 
 
 ensure_codegen_support()
+
+
+def _fence() -> tirx.Stmt:
+    """Device-scope fence: this thread's earlier stores are visible device-wide before its
+    later memory operations (see FENCE_OP)."""
+    return tirx.Evaluate(tirx.call_intrin("", FENCE_OP))
 
 
 def _atomic_add(buf: tvm.ir.expr.Var, value: tvm.ir.PrimExpr, dtype: str) -> tvm.ir.PrimExpr:
@@ -392,9 +422,13 @@ class _PollCtx:
     stop: tvm.ir.expr.Var  # shared int32[1] of this kernel: 0 = run, 1 = stop
     flag: tvm.ir.expr.Var
     shape: KernelShape
-    interval: int | None
+    interval: int | None  # compile time: loops with more trips than this get poll points
+    every: tvm.ir.expr.Var | None = None  # launch argument: poll every N iterations (0: never)
     thread_vars: list = field(default_factory=list)  # vars whose value differs per thread
     polls: int = 0
+    # iterations per block of the polled loops (None: a symbolic extent somewhere)
+    trips: int | None = 0
+    _outer_trips: list = field(default_factory=list)  # extents of the short loops around us
 
     def read_flag(self) -> tirx.Stmt:
         """Thread 0 reads the flag into shared memory. ``atomic_add(flag, 0)`` is a
@@ -405,6 +439,13 @@ class _PollCtx:
         raised = _atomic_add(self.flag, tirx.IntImm(_I32, 0), _I32) != 0
         value = tirx.Select(raised, tirx.IntImm(_I32, 1), tirx.IntImm(_I32, 0))
         return _one_thread(self.shape, tirx.BufferStore(self.stop, value, [0]))
+
+    def count_trips(self, loop: tirx.For) -> None:
+        """Add the iterations per block of a newly polled ``loop`` to ``trips``."""
+        n = _const_int(loop.extent)
+        for t in self._outer_trips:
+            n = None if n is None or t is None else n * t
+        self.trips = None if n is None or self.trips is None else self.trips + n
 
     def when_running(self, stmt: tirx.Stmt) -> tirx.Stmt:
         """``stmt`` if the block has not seen the flag. The shared value is bound to a
@@ -513,13 +554,19 @@ def _poll_rewrite(stmt: tirx.Stmt, ctx: _PollCtx) -> tirx.Stmt | None:
         return None if b is None else _replace_body(stmt, b)
     if _pollable(stmt, ctx):
         ctx.polls += 1
+        ctx.count_trips(stmt)
         return _chunked_poll_loop(stmt, ctx)
-    b = _poll_rewrite(stmt.body, ctx)  # a short loop: look for work loops inside
+    ctx._outer_trips.append(_const_int(stmt.extent))  # a short loop: look inside
+    try:
+        b = _poll_rewrite(stmt.body, ctx)
+    finally:
+        ctx._outer_trips.pop()
     return None if b is None else _replace_body(stmt, b)
 
 
 def _chunked_poll_loop(loop: tirx.For, ctx: _PollCtx) -> tirx.Stmt:
-    """``for k in range(min, min + extent): body`` polled every N iterations::
+    """``for k in range(min, min + extent): body`` polled every N iterations, N the kernel's
+    ``reef_poll_every`` launch argument (N <= 0: one chunk, i.e. no poll)::
 
         if stop == 0:
             for chunk in range(ceildiv(extent, N)):
@@ -533,14 +580,22 @@ def _chunked_poll_loop(loop: tirx.For, ctx: _PollCtx) -> tirx.Stmt:
     guarded per iteration so that a block that stopped (or never started the loop) skips
     the rest in extent / N steps: TIR has no portable ``break`` (TVM's AMDGPU codegen
     rejects ``Break``), and iterating a guarded loop to its end cost as much as the work
-    in a kernel whose iterations are short (measured on ``rows``).
+    in a kernel whose iterations are short (measured on ``rows``). N is a scalar argument,
+    uniform over the block, so the chunk loop stays a uniform loop (barriers legal).
     """
-    assert ctx.interval is not None
-    n = ctx.interval
+    assert ctx.every is not None
     dt = _dtype(loop.loop_var)
+    every = ctx.every if dt == _I32 else tirx.Cast(dt, ctx.every)
+    # chunk length: min(N, extent), and extent (one chunk, no poll) for N <= 0. Min/Max
+    # arithmetic, not a Select: with a Select TVM's buffer compaction lost the bound of the
+    # tile a chunk iteration touches and sized matmul's shared tiles for the whole K loop
+    # (190 KB in the DKP form).
+    one = tirx.IntImm(dt, 1)
+    e = tirx.Max(every, tirx.IntImm(dt, 0))
+    nn = tirx.Max(tirx.Min(e + loop.extent * (one - tirx.Min(e, one)), loop.extent), one)
     chunk = tirx.Var("reef_chunk", dt)
-    nn = tirx.IntImm(dt, n)
-    chunks = tirx.op.floordiv(loop.extent + nn - 1, nn)
+    # operands are >= 0 here, where C division is floor division (and prints plainly)
+    chunks = tirx.op.truncdiv(loop.extent + nn - 1, nn)
     inner = tirx.For(
         loop.loop_var,
         loop.min + chunk * nn,
@@ -555,6 +610,15 @@ def _chunked_poll_loop(loop: tirx.For, ctx: _PollCtx) -> tirx.Stmt:
     return ctx.when_running(outer)
 
 
+@dataclass
+class KernelPreempt:
+    """What the preemptible rewrite did to one kernel (the ``reef.preemptible`` record)."""
+
+    poll_loops: int  # loops that got poll points
+    poll_param: str | None  # the kernel's reef_poll_every parameter; None without poll loops
+    loop_trips: int | None  # iterations of the polled loops per block (None: symbolic)
+
+
 def _preempt_kernel(
     root: tirx.For,
     index: int,
@@ -562,20 +626,24 @@ def _preempt_kernel(
     slot: tvm.ir.expr.Var,
     interval: int | None,
     allocs: list,
-) -> tuple[tirx.Stmt, int]:
+) -> tuple[tirx.Stmt, KernelPreempt, tvm.ir.expr.Var | None]:
     shape = kernel_shape(root)
     inner = _block_level_body(root, shape)
     stop = tirx.decl_buffer((1,), _I32, name=f"reef_stop_{index}", scope="shared", layout=None)
     allocs.append(stop)
-    ctx = _PollCtx(stop=stop, flag=flag, shape=shape, interval=interval)
+    every = tirx.Var(POLL_PARAM + ("" if index == 0 else f"_{index}"), _I32)
+    ctx = _PollCtx(stop=stop, flag=flag, shape=shape, interval=interval, every=every)
     if not shape.block_chain:
         ctx.thread_vars.append(root.loop_var)
     body = _poll_rewrite(inner, ctx)
     if body is None:
         body = ctx.when_running(inner)
-    # After the barrier every thread of the block has finished; thread 0 counts the block
-    # unless it stopped. `stop` is only written between barriers that all threads pass,
-    # so thread 0's view is the block's.
+    # Completion count. Every thread fences its own stores (on AMDGPU the fence waits for
+    # this wave's stores to reach the L2; a barrier alone does not), the barrier then says
+    # every thread of the block is done, and thread 0 fences again (the CUDA pattern of
+    # cooperative groups' grid sync: barrier, fence, atomic) and counts the block unless it
+    # stopped. So a reader that sees the count also sees the block's outputs. `stop` is only
+    # written between barriers that all threads pass, so thread 0's view is the block's.
     v = tirx.Var("reef_stop", _I32)
     count = _one_thread(
         shape,
@@ -584,14 +652,24 @@ def _preempt_kernel(
                 tirx.Bind(v, stop[0]),
                 tirx.IfThenElse(
                     v == 0,
-                    tirx.Evaluate(_atomic_add(slot, tirx.IntImm("uint32", 1), "uint32")),
+                    _seq(
+                        [
+                            _fence(),
+                            tirx.Evaluate(_atomic_add(slot, tirx.IntImm("uint32", 1), "uint32")),
+                        ]
+                    ),
                     None,
                 ),
             ]
         ),
     )
-    new_inner = _seq([ctx.read_flag(), _sync(), body, _sync(), count])
-    return _rebuild_chain(root, shape, new_inner), ctx.polls
+    new_inner = _seq([ctx.read_flag(), _sync(), body, _fence(), _sync(), count])
+    info = KernelPreempt(
+        poll_loops=ctx.polls,
+        poll_param=every.name if ctx.polls else None,
+        loop_trips=ctx.trips if ctx.polls else 0,
+    )
+    return _rebuild_chain(root, shape, new_inner), info, every if ctx.polls else None
 
 
 def _with_root_allocs(func: tirx.PrimFunc, body: tirx.Stmt, allocs: list) -> tirx.Stmt:
@@ -621,29 +699,47 @@ def _func_body(func: tirx.PrimFunc) -> tirx.Stmt:
 
 def preemptible_func(func: tirx.PrimFunc, poll_interval: int | None = None) -> tirx.PrimFunc:
     """The preemptible variant of one PrimFunc (unchanged if it launches no kernel)."""
-    if poll_interval is not None and (not isinstance(poll_interval, int) or poll_interval < 1):
+    if poll_interval is not None and (
+        not isinstance(poll_interval, int) or isinstance(poll_interval, bool) or poll_interval < 1
+    ):
         raise ValueError(f"poll_interval must be None or an int >= 1, got {poll_interval!r}")
-    if func.attrs is not None and ATTR_PREEMPTIBLE in func.attrs:
+    attrs = func.attrs if func.attrs is not None else {}
+    if ATTR_PREEMPTIBLE in attrs:
         raise ValueError("PrimFunc is already preemptible")
+    if ATTR_DKP in attrs or ATTR_DISPATCH in attrs:
+        # the flag check and the count would sit outside the virtual-block loop: a persistent
+        # block would check the flag once, and count once for many virtual blocks
+        raise ValueError(
+            "make_preemptible on a DKP-ready PrimFunc: persistent blocks would miss the flag "
+            "and never complete their count; apply make_preemptible first, then "
+            "make_dkp_ready (make_preemptible_dkp does both)"
+        )
     if _count_kernels(func) == 0:
         return func
     flag = tirx.decl_buffer((1,), _I32, name=FLAG_PARAM, layout=None)
     slot = tirx.decl_buffer((1,), "uint32", name=SLOT_PARAM, layout=None)
     allocs: list = []
-    counter = [0]
-    polls: list[int] = []
+    kernels: list[KernelPreempt] = []
+    poll_params: list[tvm.ir.expr.Var] = []
 
     def rewrite(root: tirx.For) -> tirx.Stmt:
-        i = counter[0]
-        counter[0] += 1
-        out, npolls = _preempt_kernel(root, i, flag, slot, poll_interval, allocs)
-        polls.append(npolls)
+        out, info, every = _preempt_kernel(root, len(kernels), flag, slot, poll_interval, allocs)
+        kernels.append(info)
+        if every is not None:
+            poll_params.append(every)
         return out
 
     body = _map_kernels(_func_body(func), rewrite)
     new_body = _with_root_allocs(func, body, allocs)
-    info = {"poll_interval": poll_interval, "kernels": counter[0], "poll_loops": polls}
-    out = tirx.PrimFunc(list(func.params) + [flag, slot], new_body, func.ret_type, func.attrs)
+    info = {
+        "poll_interval": poll_interval,
+        "kernels": len(kernels),
+        "poll_loops": [k.poll_loops for k in kernels],
+        "poll_params": [k.poll_param for k in kernels],
+        "loop_trips": [k.loop_trips for k in kernels],
+    }
+    params = list(func.params) + [flag, slot] + poll_params
+    out = tirx.PrimFunc(params, new_body, func.ret_type, func.attrs)
     return out.with_attr(ATTR_PREEMPTIBLE, json.dumps(info))
 
 
@@ -665,11 +761,22 @@ def _map_funcs(mod: tvm.IRModule, fmap: Callable[[tirx.PrimFunc], tirx.PrimFunc]
 def make_preemptible(mod: tvm.IRModule, poll_interval: int | None = None) -> tvm.IRModule:
     """Preemptible variant of every kernel-bearing PrimFunc in ``mod`` (see module doc).
 
-    ``poll_interval``: None = check the flag at block start only; N >= 1 = also poll every
-    N iterations of each kernel's outermost long (extent > N) uniform serial loops.
-    Functions without a kernel, and non-TIR functions, are returned unchanged.
+    ``poll_interval``: None = check the flag at block start only; N >= 1 = also give each
+    kernel's outermost long (extent > N) uniform serial loops poll points. A kernel with
+    such loops takes an int32 launch argument ``reef_poll_every`` (``_i`` for kernel i >= 1
+    of a PrimFunc): poll every that many iterations, 0 = only at block start; N is its
+    default value. Functions without a kernel, and non-TIR functions, are returned
+    unchanged. A DKP-ready or dispatcher PrimFunc is refused (ValueError): use
+    ``make_preemptible_dkp``.
     """
     return _map_funcs(mod, lambda f: preemptible_func(f, poll_interval))
+
+
+def make_preemptible_dkp(mod: tvm.IRModule, poll_interval: int | None = None) -> tvm.IRModule:
+    """The preemptible DKP variant: DKP-ready kernels that take the flag, the completion
+    slot and (with polls) ``reef_poll_every``; the flag is checked, polled and the slot
+    counted per *virtual* block, so BE work launched through DKP can be preempted."""
+    return make_dkp_ready(make_preemptible(mod, poll_interval))
 
 
 # --------------------------------------------------------------------------- DKP
