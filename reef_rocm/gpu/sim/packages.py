@@ -15,8 +15,9 @@ whole arrays, independently of the sim.
 
 Preemptible kernels take the arguments the REEF transformer adds, in its order: the preempt
 flag pointer, the completion slot pointer and (``poll_arg=True``) an int32 ``reef_poll_every``
-(poll every N loop iterations, 0 = block-start check only). ``LaunchRecord`` has no field for
-the loop trip count yet, so ``loop_trips`` lives in the sim module spec only.
+(poll every N loop iterations, 0 = block-start check only). ``loop_trips`` lives in the sim
+module spec and, where the manifest schema has ``LaunchRecord.preempt`` (schema 3), also there
+with the poll parameter and the plan's ``poll_every`` as the default launch value.
 
 ``sim_package_from_profile(out_dir, profile)`` builds one whose kernels replay a per-kernel
 timing profile (what ``ModelInstance.profile()`` / ``reef profile`` writes), so a scheduler or
@@ -50,6 +51,11 @@ from reef_rocm.gpu.sim.spec import (
 )
 from reef_rocm.package.manifest import Buffer, LaunchRecord, Manifest, Variant
 from reef_rocm.package.weights import GENERATOR, generate
+
+try:  # manifest schema 3 (the transform's LaunchRecord.preempt); absent in schema 2
+    from reef_rocm.package.manifest import PreemptLaunch
+except ImportError:  # depends on which manifest schema this tree has
+    PreemptLaunch = None  # type: ignore[assignment,misc]
 
 POLL_PARAM = "reef_poll_every"  # the transformer's name for the poll-period argument
 DTYPE = "float32"
@@ -220,17 +226,25 @@ def build_sim_package(
                     meta={"grid": list(grid), "block": list(block)},
                 )
             )
-            records.append(
-                LaunchRecord(
-                    name=plan.name,
-                    func=plan.name,
-                    grid=list(grid),
-                    block=list(block),
-                    shared_mem=0,
-                    args=args,
-                    writes=[xs[i + 1]],
-                )  # fmt: skip
+            record = LaunchRecord(
+                name=plan.name,
+                func=plan.name,
+                grid=list(grid),
+                block=list(block),
+                shared_mem=0,
+                args=args,
+                writes=[xs[i + 1]],
             )
+            if pre and PreemptLaunch is not None:
+                # what the transformer records: slot counts blocks, the poll argument, the
+                # loop trips per block and the compile-time poll interval
+                record.preempt = PreemptLaunch(
+                    slot_counts="blocks",
+                    poll_param=POLL_PARAM if poll_arg else None,
+                    loop_trips=plan.loop_trips,
+                    default_poll_every=plan.poll_every or 0,
+                )
+            records.append(record)
         module = SimModuleSpec(tuple(specs), f"{name}-{vname}")
         rel = f"sim/{vname}.simmod.json"
         files[rel] = module.to_bytes()
