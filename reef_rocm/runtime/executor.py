@@ -39,11 +39,6 @@ from reef_rocm.package.files import ModelPackage
 from reef_rocm.package.manifest import LaunchRecord
 
 ALIGN = 256  # every buffer starts on a 256-byte boundary (vector loads, cache lines)
-POLL_PARAM_PREFIX = "reef_poll_every"  # the transform's poll-interval parameter
-# Launch value of a poll parameter until the scheduler sets one (set_poll_every, per kernel
-# from its profile): N <= 0 runs each polled loop as one chunk, so no poll point fires and
-# the kernel costs what a flag-at-block-start kernel costs (the transform's semantics).
-DEFAULT_POLL_EVERY = 0
 PROFILES_DIR = "profiles"
 
 
@@ -98,7 +93,10 @@ class ModelInstance:
             # a cubin for sm_90 will not load on sm_80; say so before the driver does
             raise UnsupportedError(f"package built for {arch}, device is {device.info.arch}")
         self.kernels: list[LaunchRecord] = self.variant.kernels
-        self._reef_values = [self._launch_values(k) for k in self.kernels]
+        # reef_ scalars get the manifest's default launch values (DKP variant: every virtual
+        # block once, one physical block each); a scalar without one (say, a dispatcher's
+        # split) can only be launched by the DKP runtime, so refuse before allocating
+        self._reef_values = [k.reef_defaults() for k in self.kernels]
         for k, vals in zip(self.kernels, self._reef_values, strict=True):
             missing = [
                 a["name"] for a in k.args if a["kind"] == "reef_param" and a["name"] not in vals
@@ -145,16 +143,6 @@ class ModelInstance:
             raise
 
     # ---------------------------------------------------------------- setup
-    @staticmethod
-    def _launch_values(k: LaunchRecord) -> dict[str, int]:
-        """reef_ scalar values of the default launch: the DKP defaults (every virtual block
-        once) plus the poll interval of a preemptible kernel."""
-        vals = k.dkp_defaults()
-        name = _poll_param_name(k)
-        if name is not None and name not in vals:
-            vals[name] = DEFAULT_POLL_EVERY
-        return vals
-
     def _alloc_buffers(self) -> None:
         offsets, total = [], 0
         for b in self.package.manifest.buffers:
@@ -543,17 +531,8 @@ class ModelInstance:
 
 # -------------------------------------------------------------------- poll parameter
 def _poll_param_name(k: LaunchRecord) -> str | None:
-    """The kernel's poll-interval parameter: named by ``LaunchRecord.preempt`` where the
-    manifest has it, else the reef_param whose name starts with ``reef_poll_every``."""
-    rec = getattr(k, "preempt", None)
-    if rec is not None:
-        name = rec.get("poll_param") if isinstance(rec, dict) else getattr(rec, "poll_param", None)
-        if name:
-            return str(name)
-    for a in k.args:
-        if a["kind"] == "reef_param" and a["name"].startswith(POLL_PARAM_PREFIX):
-            return str(a["name"])
-    return None
+    """The kernel's poll-interval parameter, as the manifest names it (None: no poll loop)."""
+    return k.preempt.poll_param if k.preempt is not None else None
 
 
 # -------------------------------------------------------------------- profiles

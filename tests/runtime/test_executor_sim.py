@@ -22,8 +22,11 @@ BLOCKS, CUS = 100, 32  # 100 blocks on 32 CUs, one block per CU: 4 rounds of 10 
 EXACT = dict(
     launch_overhead_us=0, stream_op_overhead_us=0, query_overhead_us=0, sync_latency_us=0,
     dispatch_latency_us=0, flag_visibility_us=0, block_skip_us=0, copy_latency_us=0,
-    trace=True,
+    trace=True, **{"write_value_model": "packet"},
 )  # fmt: skip
+# The flag is raised from a same-priority side stream into a full GPU: as a CUDA packet it
+# lands at once; as AMD's write-value blit it would wait for a free wave slot and lose it to
+# the BE kernel (tests/sim/test_sim_fidelity.py), so these CUDA-host scenarios say "packet".
 
 
 @pytest.fixture
@@ -127,7 +130,7 @@ def test_gpu_preemption_scenarios_on_sim(tmp_path, poll_us):
     """The GPU test's mid-kernel scenarios (tests/runtime/scenarios.py) on the sim, with
     default (non-zero) host and device costs, without and with poll points."""
     pkg = write_package(tmp_path / "synthetic-sim", n_kernels=5, blocks=200)
-    dev = open_device("sim", compute_units=CUS)
+    dev = open_device("sim", compute_units=CUS, write_value_model="packet")
     with ModelInstance(dev, pkg, variant="preemptible") as inst:
         for k in range(inst.num_kernels):
             inst.set_poll_every(k, poll_us)

@@ -49,13 +49,8 @@ from reef_rocm.gpu.sim.spec import (
     SimModuleSpec,
     SimParam,
 )
-from reef_rocm.package.manifest import Buffer, LaunchRecord, Manifest, Variant
+from reef_rocm.package.manifest import Buffer, LaunchRecord, Manifest, PreemptLaunch, Variant
 from reef_rocm.package.weights import GENERATOR, generate
-
-try:  # manifest schema 3 (the transform's LaunchRecord.preempt); absent in schema 2
-    from reef_rocm.package.manifest import PreemptLaunch
-except ImportError:  # depends on which manifest schema this tree has
-    PreemptLaunch = None  # type: ignore[assignment,misc]
 
 POLL_PARAM = "reef_poll_every"  # the transformer's name for the poll-period argument
 DTYPE = "float32"
@@ -77,7 +72,8 @@ class SimKernelPlan:
 
     Give ``block_time_us`` (one block's run time) or ``duration_us`` (the whole kernel alone on
     the package's sim device; block time = duration / rounds of ``blocks_per_cu`` blocks on
-    every CU). ``blocks_per_cu`` pins occupancy (None: computed from the block size).
+    every CU). ``blocks_per_cu`` pins occupancy (None: computed from the block size with
+    ``block_time_us``, 1 with ``duration_us``).
     ``loop_trips``: iterations of a block's loop, the unit of ``reef_poll_every``.
     ``poll_every``: the poll period baked into the preemptible kernel when it takes no
     ``reef_poll_every`` argument (None: block-start check only).
@@ -107,6 +103,14 @@ class SimKernelPlan:
     @property
     def num_blocks(self) -> int:
         return math.prod(_dims3(self.grid, "grid"))
+
+    @property
+    def occupancy_pin(self) -> int | None:
+        """``blocks_per_cu`` for the kernel model: a ``duration_us`` plan is pinned (to 1 when
+        not given), because its block time was derived from that many blocks per CU."""
+        if self.duration_us is not None:
+            return self.blocks_per_cu or 1
+        return self.blocks_per_cu
 
     def block_time(self, compute_units: int) -> float:
         """Block time that makes the kernel last ``duration_us`` on ``compute_units`` CUs."""
@@ -219,7 +223,7 @@ def build_sim_package(
                     name=plan.name,
                     block_time_us=plan.block_time(cus),
                     params=tuple(params),
-                    blocks_per_cu=plan.blocks_per_cu,
+                    blocks_per_cu=plan.occupancy_pin,
                     loop_trips=plan.loop_trips,
                     poll_every=plan.poll_every if pre and not poll_arg else None,
                     effect=effect,
@@ -235,7 +239,7 @@ def build_sim_package(
                 args=args,
                 writes=[xs[i + 1]],
             )
-            if pre and PreemptLaunch is not None:
+            if pre:
                 # what the transformer records: slot counts blocks, the poll argument, the
                 # loop trips per block and the compile-time poll interval
                 record.preempt = PreemptLaunch(
