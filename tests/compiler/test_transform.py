@@ -329,9 +329,9 @@ def test_fixture_manifest(tmp_path, fixture_builder):
 # ------------------------------------------------------------------ zoo
 
 
-@functools.cache
+@functools.lru_cache(maxsize=4)  # the zoo tests ask for tiny_cnn and resnet18 more than once
 def _zoo_prims(model: str, target_kind: str) -> tvm.IRModule:
-    """The zoo model's scheduled PrimFuncs (built once per session: several tests use them)."""
+    """The zoo model's scheduled PrimFuncs, for ``target_kind`` "cuda" or "rocm"."""
     from reef_rocm.compiler.graph import relax_passes
     from reef_rocm.compiler.zoo import zoo_model
 
