@@ -22,6 +22,10 @@ class UnsupportedError(ReefError):
     """The request is well formed but this device/backend/target cannot do it."""
 
 
+class ToolchainError(UnsupportedError):
+    """A compiler tool (nvcc, ld.lld, the ROCm device libraries) is missing or failed."""
+
+
 class CodeObjectError(ReefError):
     """A code object (HSACO, cubin) is corrupt, truncated or of an unknown kind."""
 

@@ -3,7 +3,7 @@
 interval N (iterations of a kernel's outer loop between flag reads).
 
 Runs on a GPU host without TVM, from the fixtures that
-``python -m reef_rocm.compiler.transform_fixtures .carry/transform`` builds (cubins of the
+``tools/build_transform_fixtures.py .carry/transform`` builds (cubins of the
 plain kernel and of its preemptible variants: block-start check only, and polls every
 64/16/4/1 iterations; the dkp_pre* variants run the same as persistent kernels, one wave of
 physical blocks grid-striding over the virtual blocks, so no queued blocks are left to

@@ -7,6 +7,10 @@
 #   launch  launch-cost benchmark (tools/bench_launch.py)
 #   models  model-zoo benchmark (reef_rocm.runtime.bench) over packages in .carry/packages
 #   poll    in-kernel preemption-point trade-off (tools/bench_poll_interval.py)
+#   storm   >= 10,000 preemptions through the scheduler, every BE output checked
+#   server  reef serve + client processes vs in-process scheduler (tools/bench_server.py)
+#   disb    every DISB workload under every policy (reef bench disb all)
+# PACKAGES (default .carry/packages) names the model packages the stages use.
 # Prepare on the dev machine: tools/prepare_gpu_carry.sh; then on the GPU host:
 #   bash tools/run_gpu.sh doctor tests launch
 set -uo pipefail
@@ -25,6 +29,10 @@ export PATH=$PATH:/usr/local/cuda/bin
 # cuda-bindings only from the carried wheels: the host has no network.
 $PY -m pip install -q --no-index --find-links .carry/wheels cuda-bindings pyelftools msgpack \
 	pytest 2>&1 | grep -v -e WARNING -e 'already satisfied' || true
+# the server's generated gRPC code needs grpcio >= 1.85.1 and protobuf 7; tqdm for progress bars
+$PY -m pip install -q --no-index --find-links .carry/wheels grpcio==1.85.3 protobuf==7.36.2 \
+	tqdm 2>&1 | grep -v -e WARNING -e 'already satisfied' || true
+PACKAGES=${PACKAGES:-.carry/packages}
 
 # The C launcher (reef_rocm/gpu/_fastlaunch.c) for this host's Python; without it launches
 # fall back to the bindings path and the launch benchmark says so.
@@ -53,11 +61,26 @@ for stage in "${@:-doctor tests launch}"; do
 		$PY tools/bench_launch.py --out "$OUT/launch_cost_$CARD_TAG.json" || status=1 ;;
 	models)
 		# per-kernel profiles too: the scheduler's device-queue cap and the sim replay use them
-		$PY -m reef_rocm.runtime.bench --packages .carry/packages \
+		$PY -m reef_rocm.runtime.bench --packages "$PACKAGES" \
 			--out "$OUT/models_$CARD_TAG.json" --profile-dir "$OUT/profiles" || status=1 ;;
 	poll)
 		$PY tools/bench_poll_interval.py --fixtures .carry/transform \
 			--out "$OUT/poll_interval_$CARD_TAG.json" || status=1 ;;
+	storm)
+		$PY tools/preempt_storm.py --backend cuda --packages "$PACKAGES" --rt tiny_cnn \
+			--be resnet152,densenet201,inception_v3 --preemptions 10000 \
+			--out "$OUT/preempt_storm_$CARD_TAG.json" 2>&1 | tail -n 30
+		[ "${PIPESTATUS[0]}" = 0 ] || status=1 ;;
+	server)
+		$PY tools/bench_server.py --backend cuda --packages "$PACKAGES" --rt vgg19 \
+			--be resnet152 --duration "${SERVER_DURATION:-30}" \
+			--out "$OUT/server_overhead_$CARD_TAG.json" 2>&1 | tail -n 30
+		[ "${PIPESTATUS[0]}" = 0 ] || status=1 ;;
+	disb)
+		# shellcheck disable=SC2086
+		$PY -m reef_rocm.cli bench disb ${DISB_WORKLOADS:-all} --backend cuda \
+			--packages "$PACKAGES" --out "$OUT/disb_$CARD_TAG" ${DISB_ARGS:-} 2>&1 | tail -n 80
+		[ "${PIPESTATUS[0]}" = 0 ] || status=1 ;;
 	*)
 		echo "unknown stage $stage" >&2; status=2 ;;
 	esac

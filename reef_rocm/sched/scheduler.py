@@ -314,7 +314,9 @@ class Scheduler:
 
         clock = self.clock
         while True:
-            now = e._now()
+            # 1 ns of slack: the sim's clock is integer ns, so waiting until an arrival can
+            # land a rounding error short of it
+            now = e._now() + 1e-3
             while heap and heap[0][0] <= now:
                 t, _, li = heapq.heappop(heap)
                 submit(li, t)

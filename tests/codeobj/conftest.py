@@ -1,10 +1,10 @@
 """Session fixtures: code objects built from small sources by the real compilers.
 
-Nothing binary is checked in. Each builder skips (with the reason) when its compiler is absent:
-hipcc (ROCm 5.2 on Debian 12) for gfx906/gfx908/gfx90a code objects v4 and v5; Apache TVM
-with ld.lld-16 for gfx942 and code object v6 (and its CUDA codegen for model-like cubins);
-nvcc for sm_80/sm_90 cubins.
-"""
+Nothing binary is checked in; builds are kept in the session's build cache (tests/conftest.py)
+by content hash, so a second run reuses them. Each builder skips (with the reason) when its
+compiler is absent: hipcc (ROCm 5.2 on Debian 12) for gfx906/gfx908/gfx90a code objects v4
+and v5; Apache TVM with ld.lld-16 for gfx942 and code object v6 (and its CUDA codegen for
+model-like cubins); nvcc for sm_80/sm_90 cubins."""
 
 from __future__ import annotations
 
@@ -12,11 +12,13 @@ import importlib.util
 import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
-from codeobj_tools import Built, find_tool, parse_remarks
+from build_cache import BuildCache, file_digest, tool_version
+from codeobj_tools import Built, parse_remarks
+
+from reef_rocm.compiler.codegen import find_nvcc, have_rocm_toolchain, one_linked, rocm_toolchain
 
 REPO = Path(__file__).resolve().parents[2]
 HIP_SRC = REPO / "hip_kernels" / "codeobj_fixtures.hip"
@@ -29,57 +31,73 @@ def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
     return subprocess.run(["nice", "-n", "10", *cmd], capture_output=True, text=True, **kw)
 
 
-@pytest.fixture(scope="session")
-def build_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("codeobj")
+def _hipcc(build_cache: BuildCache, hipcc: str, args: list[str], out_name: str) -> Path:
+    """hipcc ``args`` on HIP_SRC -> the cache entry holding ``out_name`` and hipcc's stderr
+    (its resource-usage remarks)."""
+
+    def build(d: Path) -> None:
+        r = _run([hipcc, *args, str(HIP_SRC), "-o", str(d / out_name)],
+                 env=dict(os.environ, HIP_PLATFORM="amd"))  # fmt: skip
+        assert r.returncode == 0, f"hipcc {' '.join(args)} failed:\n{r.stderr[-3000:]}"
+        (d / "stderr.txt").write_text(r.stderr)
+
+    key = build_cache.key("hipcc", *args, HIP_SRC.read_bytes(), tool_version(hipcc))
+    return build_cache.entry(key, build)
 
 
 @pytest.fixture(scope="session")
-def hip_objects(build_dir) -> list[Built]:
+def hip_objects(build_cache) -> list[Built]:
     hipcc = shutil.which("hipcc")
     if not hipcc:
         pytest.skip("hipcc not installed (apt-get install hipcc): no gfx906/908/90a fixtures")
-    env = dict(os.environ, HIP_PLATFORM="amd")
     built = []
     for arch in HIP_ARCHS:
         for version in (4, 5):
-            out = build_dir / f"fixtures_{arch}_v{version}.hsaco"
-            r = _run(
-                [hipcc, f"--offload-arch={arch}", "--genco", "--no-gpu-bundle-output",
-                 f"-mcode-object-version={version}", "-Rpass-analysis=kernel-resource-usage",
-                 str(HIP_SRC), "-o", str(out)],
-                env=env,
-            )
-            assert r.returncode == 0, f"hipcc failed for {arch} v{version}:\n{r.stderr[-3000:]}"
-            built.append(Built(out, arch, version, parse_remarks(r.stderr)))
+            name = f"fixtures_{arch}_v{version}.hsaco"
+            d = _hipcc(
+                build_cache, hipcc,
+                [f"--offload-arch={arch}", "--genco", "--no-gpu-bundle-output",
+                 f"-mcode-object-version={version}", "-Rpass-analysis=kernel-resource-usage"],
+                name,
+            )  # fmt: skip
+            remarks = parse_remarks((d / "stderr.txt").read_text())
+            built.append(Built(d / name, arch, version, remarks))
     return built
 
 
 @pytest.fixture(scope="session")
-def hip_bundle(build_dir) -> Path:
+def hip_bundle(build_cache) -> Path:
     """A clang offload bundle (hipcc's default --genco output) with two device targets."""
     hipcc = shutil.which("hipcc")
     if not hipcc:
         pytest.skip("hipcc not installed (apt-get install hipcc)")
-    out = build_dir / "fixtures_bundle.hsaco"
-    r = _run([hipcc, "--offload-arch=gfx906", "--offload-arch=gfx90a", "--genco",
-              str(HIP_SRC), "-o", str(out)], env=dict(os.environ, HIP_PLATFORM="amd"))
-    assert r.returncode == 0, r.stderr[-3000:]
-    return out
+    name = "fixtures_bundle.hsaco"
+    args = ["--offload-arch=gfx906", "--offload-arch=gfx90a", "--genco"]
+    return _hipcc(build_cache, hipcc, args, name) / name
+
+
+def _nvcc(build_cache: BuildCache, nvcc: str, src: str | Path, arch: str, name: str) -> Path:
+    """nvcc's cubin of ``src`` (CUDA C text, or a file) for ``arch``, through the cache."""
+    text = Path(src).read_text() if isinstance(src, Path) else src
+
+    def build(d: Path) -> None:
+        (d / "k.cu").write_text(text)
+        r = _run([nvcc, "-w", "-cubin", f"-arch={arch}", str(d / "k.cu"), "-o", str(d / name)])
+        assert r.returncode == 0, f"nvcc failed for {arch}:\n{r.stderr[-3000:]}"
+
+    key = build_cache.key("nvcc-w", arch, text, tool_version(nvcc))
+    return build_cache.entry(key, build) / name
 
 
 @pytest.fixture(scope="session")
-def cuda_objects(build_dir) -> list[Built]:
-    nvcc = find_tool("nvcc", extra=("/usr/local/cuda/bin/nvcc",))
+def cuda_objects(build_cache) -> list[Built]:
+    nvcc = find_nvcc()
     if not nvcc:
         pytest.skip("nvcc not installed: no sm_80/sm_90 cubin fixtures")
-    built = []
-    for arch in SM_ARCHS:
-        out = build_dir / f"fixtures_{arch}.cubin"
-        r = _run([nvcc, "-w", "-cubin", f"-arch={arch}", str(CU_SRC), "-o", str(out)])
-        assert r.returncode == 0, f"nvcc failed for {arch}:\n{r.stderr[-3000:]}"
-        built.append(Built(out, arch))
-    return built
+    return [
+        Built(_nvcc(build_cache, nvcc, CU_SRC, arch, f"fixtures_{arch}.cubin"), arch)
+        for arch in SM_ARCHS
+    ]
 
 
 def _tvm_model():
@@ -99,78 +117,54 @@ def _tvm_model():
 
 
 @pytest.fixture(scope="session")
-def tvm_objects(build_dir) -> list[Built]:
+def tvm_objects(build_cache) -> list[Built]:
     """TVM (LLVM 22) builds: gfx942 and gfx90a with code object v6; cubins for sm_80/sm_90."""
     if importlib.util.find_spec("tvm") is None:
         pytest.skip("apache-tvm not installed (pip install apache-tvm): no gfx942/v6 fixtures")
-    lld = find_tool("ld.lld-16", "ld.lld")
-    if lld is None:
-        pytest.skip("ld.lld not installed (apt-get install lld-16): TVM cannot link HSACOs")
+    if not have_rocm_toolchain():
+        pytest.skip("ld.lld / rocm-device-libs not installed (apt-get install lld-16 "
+                    "rocm-device-libs): TVM cannot link HSACOs")  # fmt: skip
     import tvm
-    import tvm_ffi
     from tvm import relax
 
-    linked: list[bytes] = []
+    from reef_rocm.compiler import codegen
 
-    def link(obj: bytes) -> bytearray:
-        data = bytearray(bytes(obj))
-        abi = data[8]
-        # LLVM 22 writes code object v6 (ABI version 4), which ld.lld 14-16 refuse; they link
-        # it fine as v5, and the version byte is put back afterwards.
-        if abi == 4:
-            data[8] = 3
-        with tempfile.TemporaryDirectory() as d:
-            src, dst = Path(d, "k.o"), Path(d, "k.co")
-            src.write_bytes(data)
-            r = subprocess.run([lld, "--no-undefined", "-shared", str(src), "-o", str(dst)],
-                               capture_output=True, text=True)
-            if r.returncode:
-                raise RuntimeError(f"ld.lld failed: {r.stderr}")
-            out = bytearray(dst.read_bytes())
-        out[8] = abi
-        linked.append(bytes(out))
-        return out
-
-    previous = tvm_ffi.get_global_func("tvm_callback_rocm_link", allow_missing=True)
-    tvm_ffi.register_global_func("tvm_callback_rocm_link", link, override=True)
-    # TVM finds the device bitcode through ROCM_PATH (Debian: /usr/lib/x86_64-linux-gnu); only
-    # for this build, since hipcc reads the same variable to find its clang.
-    old_rocm_path = os.environ.get("ROCM_PATH")
-    if old_rocm_path is None and Path("/usr/lib/x86_64-linux-gnu/amdgcn/bitcode").is_dir():
-        os.environ["ROCM_PATH"] = "/usr/lib/x86_64-linux-gnu"
+    mod = _tvm_model()
+    toolchain = [str(tvm.__version__), file_digest(codegen.__file__), mod.script()]
     built = []
-    try:
-        mod = _tvm_model()
-        for mcpu in ("gfx942", "gfx90a"):
+    for mcpu in ("gfx942", "gfx90a"):
+        name = f"tvm_tiny_{mcpu}.hsaco"
+
+        def build(d: Path, mcpu: str = mcpu, name: str = name) -> None:
             target = tvm.target.Target({"kind": "rocm", "mcpu": mcpu})
             with target:
                 lowered = relax.get_default_pipeline(target)(mod)
-            linked.clear()
-            tvm.compile(lowered, target=target)
-            assert len(linked) == 1, f"expected one linked HSACO for {mcpu}, got {len(linked)}"
-            path = build_dir / f"tvm_tiny_{mcpu}.hsaco"
-            path.write_bytes(linked[0])
-            built.append(Built(path, mcpu, 6))
-        nvcc = find_tool("nvcc", extra=("/usr/local/cuda/bin/nvcc",))
-        if nvcc:
-            for arch in SM_ARCHS:
+            # the compiler's own link; the v6 version byte is kept, since these fixtures
+            # are what the code object readers are checked on for v6
+            with rocm_toolchain(mcpu, keep_code_object_version=True) as linked:
+                tvm.compile(lowered, target=target)
+            (d / name).write_bytes(one_linked(linked))
+
+        lld = tool_version(codegen.lld_path())
+        d = build_cache.entry(build_cache.key("tvm-rocm", mcpu, lld, *toolchain), build)
+        built.append(Built(d / name, mcpu, 6))
+    nvcc = find_nvcc()
+    if nvcc:
+        for arch in SM_ARCHS:
+
+            def source(d: Path, arch: str = arch) -> None:
                 target = tvm.target.Target({"kind": "cuda", "arch": arch})
                 with target:
                     lowered = relax.get_default_pipeline(target)(mod)
                 ex = tvm.compile(lowered, target=target)
                 host = ex.mod.imports[0]
                 dev = host.imports[0] if host.kind == "llvm" else host
-                cu = build_dir / f"tvm_tiny_{arch}.cu"
-                cu.write_text(dev.inspect_source("cuda"))
-                out = cu.with_suffix(".cubin")
-                r = _run([nvcc, "-w", "-cubin", f"-arch={arch}", str(cu), "-o", str(out)])
-                assert r.returncode == 0, r.stderr[-3000:]
-                built.append(Built(out, arch))
-    finally:
-        if old_rocm_path is None:
-            os.environ.pop("ROCM_PATH", None)
-        if previous is not None:
-            tvm_ffi.register_global_func("tvm_callback_rocm_link", previous, override=True)
+                (d / "k.cu").write_text(dev.inspect_source("cuda"))
+
+            d = build_cache.entry(build_cache.key("tvm-cuda", arch, *toolchain), source)
+            cubin = _nvcc(build_cache, nvcc, (d / "k.cu").read_text(), arch,
+                          f"tvm_tiny_{arch}.cubin")  # fmt: skip
+            built.append(Built(cubin, arch))
     return built
 
 

@@ -14,6 +14,7 @@ import pytest
 pytest.importorskip("tvm")
 
 from reef_rocm.compiler.build import compile_model  # noqa: E402
+from reef_rocm.compiler.codegen import find_lld, find_nvcc  # noqa: E402
 from reef_rocm.compiler.targets import parse_target  # noqa: E402
 from reef_rocm.errors import ModelError, PackageError, UnsupportedError  # noqa: E402
 from reef_rocm.package.manifest import (  # noqa: E402
@@ -23,8 +24,8 @@ from reef_rocm.package.manifest import (  # noqa: E402
     idempotence_violations,
 )
 
-HAVE_NVCC = shutil.which("nvcc") is not None or Path("/usr/local/bin/nvcc").exists()
-HAVE_LLD = any(shutil.which(x) for x in ("ld.lld-16", "ld.lld-17", "ld.lld"))
+HAVE_NVCC = find_nvcc() is not None
+HAVE_LLD = find_lld() is not None
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +157,8 @@ def test_dkp_manifest(cache, target):
 @pytest.mark.parametrize("target", ["cuda:sm_90", "rocm:gfx90a"])
 def test_dkp_kernels_of_one_primfunc(target):
     """Kernel i >= 1 of a PrimFunc takes the ``_i``-suffixed params; a 3-D grid flattens."""
-    from reef_rocm.compiler import transform_fixtures as fx
+    import transform_workloads as fx
+
     from reef_rocm.compiler.build import available_variants
     from reef_rocm.compiler.graph import PlanCall
     from reef_rocm.compiler.kernels import (

@@ -4,28 +4,26 @@ assembly / HSACO for gfx90a. Behaviour on a GPU: tests/compiler/test_transform_g
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
 tvm = pytest.importorskip("tvm")
 
+import transform_workloads as fx  # noqa: E402
 from tvm import s_tir, tirx  # noqa: E402
 
 from reef_rocm.compiler import transform as tr  # noqa: E402
-from reef_rocm.compiler import transform_fixtures as fx  # noqa: E402
+from reef_rocm.compiler.codegen import find_nvcc, have_rocm_toolchain  # noqa: E402
 
-HAVE_NVCC = shutil.which("nvcc") is not None or Path("/usr/local/cuda/bin/nvcc").exists()
-HAVE_LLD = any(shutil.which(x) for x in ("ld.lld-16", "ld.lld-15", "ld.lld"))
-HAVE_ROCM_BITCODE = Path("/usr/lib/x86_64-linux-gnu/amdgcn/bitcode/ockl.bc").exists()
+HAVE_NVCC = find_nvcc() is not None
+HAVE_ROCM = have_rocm_toolchain()
 needs_nvcc = pytest.mark.skipif(not HAVE_NVCC, reason="nvcc not installed")
-needs_rocm = pytest.mark.skipif(
-    not (HAVE_LLD and HAVE_ROCM_BITCODE), reason="ld.lld / rocm-device-libs not installed"
-)
+needs_rocm = pytest.mark.skipif(not HAVE_ROCM, reason="ld.lld / rocm-device-libs not installed")
 
 ALL = ["matmul", "conv", "softmax", "ew2d", "ew3d", "one_block", "rows", "two_kernels"]
 FLAG_READ = "__ldcv((&(reef_preempt_flag_ptr[0])))"
@@ -317,8 +315,8 @@ def test_parse_cuda_kernels():
 
 
 @needs_nvcc
-def test_fixture_manifest(tmp_path):
-    m = fx.build_fixtures(tmp_path, names=["ew2d"], intervals=(4,), bench=False)
+def test_fixture_manifest(tmp_path, fixture_builder):
+    m = fixture_builder.build_fixtures(tmp_path, names=["ew2d"], intervals=(4,), bench=False)
     w = m["workloads"]["ew2d"]
     assert set(w["variants"]) == {"plain", "pre", "pre_p4", "dkp", "dkp_pre", "dkp_pre_p4"}
     assert w["kernels"] == [{"grid": [5, 6, 1], "block": [32, 16, 1]}]
@@ -331,12 +329,14 @@ def test_fixture_manifest(tmp_path):
 # ------------------------------------------------------------------ zoo
 
 
-def _zoo_prims(model: str, target: dict) -> tvm.IRModule:
+@functools.lru_cache(maxsize=4)  # the zoo tests ask for tiny_cnn and resnet18 more than once
+def _zoo_prims(model: str, target_kind: str) -> tvm.IRModule:
+    """The zoo model's scheduled PrimFuncs, for ``target_kind`` "cuda" or "rocm"."""
     from reef_rocm.compiler.graph import relax_passes
     from reef_rocm.compiler.zoo import zoo_model
 
     mod, _, _ = zoo_model(model).build()
-    t = tvm.target.Target(target)
+    t = tvm.target.Target(fx.CUDA_TARGET if target_kind == "cuda" else fx.ROCM_TARGET)
     with t:
         lowered = tvm.transform.Sequential(relax_passes(t))(mod)
     return tvm.IRModule(
@@ -379,7 +379,7 @@ def _check_barriers(plain: dict[str, int], variants: dict[str, dict[str, int]]) 
 
 def _check_zoo(model: str, rocm: bool) -> None:
     for target in [fx.CUDA_TARGET] + ([fx.ROCM_TARGET] if rocm else []):
-        prims = _zoo_prims(model, target)
+        prims = _zoo_prims(model, target["kind"])
         vmods = _zoo_variants(prims)
         pre, dkp = vmods["pre"], vmods["dkp"]
         for gv, f in prims.functions.items():
@@ -396,8 +396,8 @@ def _check_zoo(model: str, rocm: bool) -> None:
                 fx.cuda_barriers(plain), {v: fx.cuda_barriers(s) for v, s in srcs.items()}
             )
             if HAVE_NVCC:
-                fx.nvcc_cubin(srcs["pre"])
-                fx.nvcc_cubin(srcs["dkp"])
+                fx.cuda_cubin(srcs["pre"], target["arch"])
+                fx.cuda_cubin(srcs["dkp"], target["arch"])
         else:
             builds = {v: fx.build_rocm(m) for v, m in vmods.items()}
             for b in builds.values():
@@ -424,7 +424,7 @@ def test_zoo_tiny_cnn_shared_store_barrier():
     variant had lost the barrier between the two (TVM's ThreadSync takes same-index
     accesses as race-free when the index uses the innermost launched thread index, and
     the transform's flag-read loops had swapped the launch order of threadIdx.x/y)."""
-    prims = _zoo_prims("tiny_cnn", fx.CUDA_TARGET)
+    prims = _zoo_prims("tiny_cnn", "cuda")
     mods = {"plain": prims, **_zoo_variants(prims)}
     for vname, mod in mods.items():
         bodies = fx.cuda_kernel_bodies(fx.build_cuda(mod, cubin=False).source)
@@ -438,7 +438,7 @@ def test_zoo_tiny_cnn_shared_store_barrier():
 def test_zoo_barriers_kept(model):
     """CUDA barriers per kernel of the fast zoo models (test_zoo_models covers the rest,
     and ROCm where the toolchain is installed)."""
-    prims = _zoo_prims(model, fx.CUDA_TARGET)
+    prims = _zoo_prims(model, "cuda")
     plain = fx.cuda_barriers(fx.build_cuda(prims, cubin=False).source)
     _check_barriers(
         plain,
@@ -450,7 +450,7 @@ def test_zoo_barriers_kept(model):
 
 
 def test_zoo_tiny_cnn():
-    _check_zoo("tiny_cnn", rocm=HAVE_LLD and HAVE_ROCM_BITCODE)
+    _check_zoo("tiny_cnn", rocm=HAVE_ROCM)
 
 
 @pytest.mark.slow
@@ -458,7 +458,7 @@ def test_zoo_tiny_cnn():
     "model", ["resnet18", "vgg19", "resnet152", "densenet201", "inception_v3", "distilbert"]
 )
 def test_zoo_models(model):
-    _check_zoo(model, rocm=HAVE_LLD and HAVE_ROCM_BITCODE)
+    _check_zoo(model, rocm=HAVE_ROCM)
 
 
 def test_sblock_realize_root_is_kept(wls):

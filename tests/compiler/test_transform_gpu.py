@@ -1,7 +1,7 @@
 """Preemptible and DKP-ready kernel variants on a real NVIDIA GPU.
 
 Runs on a host without TVM: it loads the cubins and reference arrays that
-``python -m reef_rocm.compiler.transform_fixtures .carry/transform`` wrote (on a machine
+``tools/build_transform_fixtures.py .carry/transform`` wrote (on a machine
 with TVM and nvcc) and launches them through reef_rocm.gpu. Fixture folder: the
 ``REEF_TRANSFORM_FIXTURES`` environment variable, else ``<repo>/.carry/transform``.
 """
@@ -33,7 +33,10 @@ SMALL = ["matmul", "conv", "softmax", "ew2d", "ew3d", "one_block"]
 def manifest() -> dict:
     path = FIXTURES / "manifest.json"
     if not path.is_file():
-        pytest.skip(f"no transform fixtures at {FIXTURES} (build them with transform_fixtures)")
+        pytest.skip(
+            f"no transform fixtures at {FIXTURES} (build them with "
+            "tools/build_transform_fixtures.py)"
+        )
     return json.loads(path.read_text())
 
 

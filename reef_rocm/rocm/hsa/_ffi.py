@@ -3,7 +3,7 @@ function prototypes, and the release-ordered stores the packet writer needs.
 
 Everything above this module takes a ``Library`` (or a stand-in with the same methods), so
 tests replace it without the shared library. Layouts and values here are checked against
-Debian's ``libhsa-runtime-dev`` headers by ``tests/rocm/test_hsa_abi.py`` (a compiled C probe
+Debian's ``libhsa-runtime-dev`` headers by ``tests/hsa/test_hsa_abi.py`` (a compiled C probe
 prints sizeof/offsetof/values; a mismatch fails the test).
 
 Ordering of the 32-bit header store (why plain ctypes stores are enough, and where):

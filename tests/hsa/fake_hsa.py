@@ -14,7 +14,7 @@ import struct
 from collections.abc import Callable
 
 from reef_rocm.rocm.hsa import _ffi
-from tests.rocm.sim_ring import SimCommandProcessor, SimRing, SimSignals
+from tests.hsa.sim_ring import SimCommandProcessor, SimRing, SimSignals
 
 GPU, CPU = 0x100, 0x200
 POOL_DEVICE, POOL_KERNARG, POOL_FINE = 0x300, 0x301, 0x302

@@ -1,4 +1,4 @@
-"""The hsa device backend driven through a stand-in libhsa-runtime64 (tests/rocm/fake_hsa):
+"""The hsa device backend driven through a stand-in libhsa-runtime64 (tests/hsa/fake_hsa):
 streams are simulated AQL queues, kernels run as Python models reading the kernarg
 segments the backend wrote. Module tests need hipcc for a real HSACO (its metadata gives
 the kernarg layout)."""
@@ -21,7 +21,7 @@ from reef_rocm.gpu import hsa as backend
 from reef_rocm.gpu.api import LaunchConfig
 from reef_rocm.rocm.hsa import aql
 from reef_rocm.rocm.hsa.signals import DROPPED
-from tests.rocm.fake_hsa import CPU, GPU, POOL_DEVICE, POOL_FINE, FakeHsa, axpb_model
+from tests.hsa.fake_hsa import CPU, GPU, POOL_DEVICE, POOL_FINE, FakeHsa, axpb_model
 
 SRC = Path(__file__).resolve().parents[2] / "hip_kernels" / "hsa_kernels.hip"
 

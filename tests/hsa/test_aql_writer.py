@@ -10,7 +10,7 @@ import pytest
 
 from reef_rocm.rocm.hsa import aql
 from reef_rocm.rocm.hsa.signals import DROPPED
-from tests.rocm.sim_ring import (
+from tests.hsa.sim_ring import (
     TYPE_BARRIER_AND,
     TYPE_DISPATCH,
     TYPE_INVALID,

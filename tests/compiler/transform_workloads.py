@@ -1,39 +1,37 @@
-"""Workloads, builders and GPU fixtures for the kernel transformer (transform.py).
+"""Workloads and builders for the kernel transformer's tests (reef_rocm.compiler.transform).
 
-Used three ways:
-
-* tests import ``workloads()`` and the ``build_cuda`` / ``build_rocm`` helpers (CPU only:
-  code generation, nvcc and ld.lld; no GPU needed);
-* ``python -m reef_rocm.compiler.transform_fixtures OUTDIR`` (or
-  tools/build_transform_fixtures.py) writes cubins plus ``manifest.json`` and reference
-  arrays for the GPU tests (tests/compiler/test_transform_gpu.py) and the poll-interval
-  benchmark (tools/bench_poll_interval.py), which run on a host without TVM;
-* the same builders give HSACO for gfx90a so the ROCm path is linked and inspected.
+* the tests import ``workloads()`` and the ``build_cuda`` / ``build_rocm`` helpers (CPU only:
+  code generation, nvcc and ld.lld through reef_rocm.compiler.codegen; no GPU needed);
+* tools/build_transform_fixtures.py writes, from the same workloads, the cubins plus
+  ``manifest.json`` and reference arrays for the GPU tests
+  (tests/compiler/test_transform_gpu.py) and the poll-interval benchmark
+  (tools/bench_poll_interval.py), which run on a host without TVM;
+* ``build_rocm`` gives HSACO for gfx90a so the ROCm path is linked and inspected.
 
 Everything here needs apache-tvm; nothing in the GPU-side scripts imports this module.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import re
-import shutil
-import subprocess
-import sys
-import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tvm
-import tvm_ffi
 from tvm import te, tirx, topi
 from tvm.s_tir import dlight as dl
 from tvm.script import tirx as T
 
+from reef_rocm.compiler import codegen
 from reef_rocm.compiler import transform as tr
+from reef_rocm.compiler.codegen import compile_cuda, one_linked, rocm_toolchain
+
+if TYPE_CHECKING:
+    from build_cache import BuildCache
 
 CUDA_TARGET = {"kind": "cuda", "arch": "sm_90"}
 ROCM_TARGET = {"kind": "rocm", "mcpu": "gfx90a"}
@@ -272,6 +270,38 @@ def parse_cuda_kernels(source: str) -> list[KernelSig]:
     return sigs
 
 
+# ----------------------------------------------------------------------------- cached builds
+
+_cache: BuildCache | None = None  # set by tests/compiler/conftest.py for the session
+
+
+def use_build_cache(cache: BuildCache | None) -> None:
+    """Keep builds in ``cache`` (None: build every time, as the fixture tool does)."""
+    global _cache
+    _cache = cache
+
+
+def _toolchain_key(*tools: str) -> list[str]:
+    """What a build's output depends on besides its input: TVM, the toolchain code, tools."""
+    from build_cache import file_digest, tool_version
+
+    return [str(tvm.__version__), file_digest(codegen.__file__)] + [tool_version(t) for t in tools]
+
+
+def _cached(kind: str, parts: Callable[[], list[str]], build, names: tuple[str, ...]):
+    """``build()`` -> one bytes value per name, through the session's cache if there is one
+    (``parts()`` lists what the key hashes)."""
+    if _cache is None:
+        return list(build())
+
+    def fill(d: Path) -> None:
+        for name, data in zip(names, build(), strict=True):
+            (d / name).write_bytes(data)
+
+    d = _cache.entry(_cache.key(kind, *parts()), fill)
+    return [(d / name).read_bytes() for name in names]
+
+
 @dataclass
 class CudaBuild:
     source: str
@@ -279,69 +309,45 @@ class CudaBuild:
     cubin: bytes | None = None
 
 
-def build_cuda(mod: tvm.IRModule, arch: str = "sm_90", cubin: bool = True) -> CudaBuild:
-    """CUDA source from TVM and, with ``cubin``, nvcc's cubin for ``arch``."""
-    ex = tvm.compile(mod, target=tvm.target.Target({"kind": "cuda", "arch": arch}))
-    source = ex.mod.imports[0].inspect_source()
-    out = CudaBuild(source, parse_cuda_kernels(source))
-    if cubin:
-        out.cubin = nvcc_cubin(source, arch)
+def _lower(mod: tvm.IRModule, target: dict):
+    """The compiler's own lowering (reef_rocm.compiler.kernels): the same device code as
+    ``tvm.compile``, without building the host side (a third of the time on zoo models)."""
+    from reef_rocm.compiler.kernels import lower_kernels
+
+    return lower_kernels(mod, tvm.target.Target(target))
+
+
+def cuda_source(mod: tvm.IRModule, arch: str = "sm_90") -> str:
+    """TVM's CUDA source for ``mod`` (cached by the printed TIR)."""
+
+    def build() -> list[bytes]:
+        dev = _lower(mod, {"kind": "cuda", "arch": arch})
+        return [codegen.codegen(dev.device_mod, dev.target, arch, nvcc=False).source.encode()]
+
+    def parts() -> list[str]:
+        return [arch, mod.script(), *_toolchain_key()]
+
+    (src,) = _cached("cuda-source", parts, build, ("k.cu",))
+    return src.decode()
+
+
+def cuda_cubin(source: str, arch: str = "sm_90") -> bytes:
+    """nvcc's cubin for ``source`` (reef_rocm.compiler.codegen.compile_cuda, cached)."""
+
+    def parts() -> list[str]:
+        return [arch, source, *_toolchain_key(codegen.nvcc_path())]
+
+    (out,) = _cached("cubin", parts, lambda: [compile_cuda(source, arch)], ("k.cubin",))
     return out
 
 
-def nvcc_cubin(source: str, arch: str = "sm_90") -> bytes:
-    nvcc = shutil.which("nvcc") or "/usr/local/cuda/bin/nvcc"
-    with tempfile.TemporaryDirectory() as d:
-        src, out = Path(d, "k.cu"), Path(d, "k.cubin")
-        src.write_text(source)
-        proc = subprocess.run(
-            ["nice", nvcc, "-cubin", f"-arch={arch}", "-O3", "-o", str(out), str(src)],
-            capture_output=True,
-            text=True,
-        )
-        if proc.returncode != 0:
-            raise RuntimeError(f"nvcc failed:\n{proc.stderr[-4000:]}")
-        return out.read_bytes()
-
-
-_rocm_links: list[bytes] = []
-
-
-def _find_lld() -> str:
-    for cand in ("ld.lld-16", "ld.lld-15", "ld.lld"):
-        path = shutil.which(cand)
-        if path:
-            return path
-    raise RuntimeError("no ld.lld found (apt-get install lld-16)")
-
-
-def _rocm_link(obj: bytes) -> bytearray:
-    """TVM's LLVM 22 emits code object v6 (ELF EI_ABIVERSION 4), which Debian's ld.lld
-    14-16 reject; marking it v5 (3) links, and llvm-readelf/objdump accept the result (see
-    REFERENCE.md 6). Not yet loaded on an AMD GPU: this is for inspection and link checks."""
-    data = bytearray(bytes(obj))
-    if data[8] == 4:
-        data[8] = 3
-    with tempfile.TemporaryDirectory() as d:
-        src, out = Path(d, "k.o"), Path(d, "k.hsaco")
-        src.write_bytes(bytes(data))
-        proc = subprocess.run(
-            [_find_lld(), "--no-undefined", "-shared", str(src), "-o", str(out)],
-            capture_output=True,
-            text=True,
-        )
-        if proc.returncode != 0:
-            raise RuntimeError(f"ld.lld failed:\n{proc.stdout}{proc.stderr}")
-        hsaco = out.read_bytes()
-    _rocm_links.append(hsaco)
-    return bytearray(hsaco)
-
-
-def install_rocm_toolchain() -> None:
-    """Point TVM's ROCm build at Debian's device libraries and a linker that works here.
-    Process-wide; only build tooling and tests call it."""
-    os.environ.setdefault("ROCM_PATH", "/usr/lib/x86_64-linux-gnu")
-    tvm_ffi.register_global_func("tvm_callback_rocm_link", _rocm_link, override=True)
+def build_cuda(mod: tvm.IRModule, arch: str = "sm_90", cubin: bool = True) -> CudaBuild:
+    """CUDA source from TVM and, with ``cubin``, nvcc's cubin for ``arch``."""
+    source = cuda_source(mod, arch)
+    out = CudaBuild(source, parse_cuda_kernels(source))
+    if cubin:
+        out.cubin = cuda_cubin(source, arch)
+    return out
 
 
 @dataclass
@@ -352,13 +358,23 @@ class RocmBuild:
 
 
 def build_rocm(mod: tvm.IRModule, mcpu: str = "gfx90a") -> RocmBuild:
-    install_rocm_toolchain()
-    before = len(_rocm_links)
-    ex = tvm.compile(mod, target=tvm.target.Target({"kind": "rocm", "mcpu": mcpu}))
-    dev = ex.mod.imports[0]
-    if len(_rocm_links) == before:
-        raise RuntimeError("TVM did not call tvm_callback_rocm_link")
-    return RocmBuild(dev.inspect_source("asm"), dev.inspect_source("llvm"), _rocm_links[-1])
+    """AMDGPU assembly, LLVM IR and the HSACO linked by the compiler's own toolchain."""
+
+    def build() -> list[bytes]:
+        from tvm.tirx.build import codegen_build
+
+        dev = _lower(mod, {"kind": "rocm", "mcpu": mcpu})
+        with rocm_toolchain(mcpu) as linked:
+            rt = codegen_build(dev.device_mod, dev.target)
+        asm, ir = rt.inspect_source("asm"), rt.inspect_source("llvm")
+        return [asm.encode(), ir.encode(), one_linked(linked)]
+
+    def parts() -> list[str]:
+        bitcode = json.dumps(codegen.rocm_bitcode(mcpu))
+        return [mcpu, mod.script(), bitcode, *_toolchain_key(codegen.lld_path())]
+
+    asm, ir, hsaco = _cached("rocm", parts, build, ("k.s", "k.ll", "k.hsaco"))
+    return RocmBuild(asm.decode(), ir.decode(), hsaco)
 
 
 def cuda_kernel_bodies(source: str) -> dict[str, str]:
@@ -406,130 +422,3 @@ def variants(func: tirx.PrimFunc, intervals: tuple[int, ...] = DEFAULT_POLL_INTE
         # persistent form with polls: no queued blocks left to drain after the flag
         out[f"dkp_pre_p{n}"] = tr.make_dkp_ready(out[f"pre_p{n}"])
     return out
-
-
-# ----------------------------------------------------------------------------- fixtures
-
-
-def _buffer_params(func: tirx.PrimFunc) -> list[dict]:
-    out = []
-    for p in func.params:
-        ty = p.ty
-        if isinstance(ty, tirx.BufferType):
-            out.append(
-                {
-                    "name": str(p.name),
-                    "shape": [int(s) for s in ty.shape],
-                    "dtype": str(ty.dtype),
-                }
-            )
-    return out
-
-
-def build_fixtures(
-    outdir: str | Path,
-    names: list[str] | None = None,
-    intervals: tuple[int, ...] = DEFAULT_POLL_INTERVALS,
-    bench: bool = True,
-    seed: int = 0,
-) -> dict:
-    """Write cubins, inputs/references (.npy) and manifest.json under ``outdir``."""
-    outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    manifest: dict = {
-        "format": 1,
-        "arch": CUDA_TARGET["arch"],
-        "tvm": tvm.__version__,
-        "flag_param": tr.FLAG_PARAM,
-        "slot_param": tr.SLOT_PARAM,
-        "poll_intervals": list(intervals),
-        "workloads": {},
-    }
-    for wl in workloads(CUDA_TARGET, bench=bench):
-        if names and wl.name not in names:
-            continue
-        print(f"[fixtures] {wl.name}", file=sys.stderr, flush=True)
-        shapes = [tr.kernel_shape(r).as_json() for r in tr.kernel_roots(wl.func)]
-        bufs = _buffer_params(wl.func)
-        n_in = len(bufs) - wl.n_outputs
-        for i, b in enumerate(bufs):
-            b["role"] = "input" if i < n_in else "output"
-        entry: dict = {
-            "kernels": shapes,
-            "buffers": bufs,
-            "gpu_test": wl.gpu_test,
-            "notes": wl.notes,
-            "variants": {},
-        }
-        if wl.gpu_test and wl.reference is not None:
-            inputs = [rng.standard_normal(b["shape"]).astype(b["dtype"]) for b in bufs[:n_in]]
-            refs = wl.reference(inputs)
-            for b, arr in zip(bufs, list(inputs) + list(refs), strict=True):
-                fname = f"{wl.name}.{b['name']}.npy"
-                np.save(outdir / fname, np.ascontiguousarray(arr, dtype=b["dtype"]))
-                b["file"] = fname
-        for vname, vmod in variants(wl.func, intervals).items():
-            build = build_cuda(vmod)
-            fname = f"{wl.name}.{vname}.cubin"
-            (outdir / fname).write_bytes(build.cubin or b"")
-            func = vmod[str(wl.func.attrs["global_symbol"])]
-            info: dict = {
-                "cubin": fname,
-                "kernels": [{"name": k.name, "params": k.params} for k in build.kernels],
-            }
-            if tr.ATTR_PREEMPTIBLE in func.attrs:
-                info["preempt"] = tr.preempt_info(func)
-            if tr.ATTR_DKP in func.attrs:
-                info["dkp"] = tr.dkp_info(func)
-            entry["variants"][vname] = info
-        manifest["workloads"][wl.name] = entry
-    if not names or "dispatch" in names:
-        manifest["dispatch"] = _dispatch_fixtures(outdir)
-    manifest["rows"] = {"blocks": ROWS_BLOCKS, "threads": ROWS_THREADS, "steps": ROWS_STEPS}
-    (outdir / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    return manifest
-
-
-def _dispatch_fixtures(outdir: Path) -> dict:
-    """matmul (first) and conv (second) fused into one dispatcher launch, plain and
-    preemptible; the GPU test checks both outputs against the plain kernels'."""
-    wl = {w.name: w for w in workloads(CUDA_TARGET)}
-    first, second = wl["matmul"].func, wl["conv"].func
-    out: dict = {"first": "matmul", "second": "conv", "variants": {}}
-    pre = {n: tr.make_preemptible(tvm.IRModule({n: wl[n].func}))[n] for n in ("matmul", "conv")}
-    for vname, (a, b) in {
-        "plain": (first, second),
-        "pre": (pre["matmul"], pre["conv"]),
-    }.items():
-        merged = tr.merge_dkp_kernels(a, b, name="reef_dispatch")
-        build = build_cuda(tvm.IRModule({"reef_dispatch": merged}))
-        fname = f"dispatch.{vname}.cubin"
-        (outdir / fname).write_bytes(build.cubin or b"")
-        out["variants"][vname] = {
-            "cubin": fname,
-            "kernels": [{"name": k.name, "params": k.params} for k in build.kernels],
-            "info": json.loads(str(merged.attrs[tr.ATTR_DISPATCH])),
-        }
-    return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("outdir", nargs="?", default=".carry/transform")
-    ap.add_argument("--only", nargs="*", help="workload names (default: all)")
-    ap.add_argument("--no-bench", action="store_true", help="skip the large bench kernels")
-    ap.add_argument(
-        "--intervals",
-        default=",".join(map(str, DEFAULT_POLL_INTERVALS)),
-        help="poll intervals to build (comma separated)",
-    )
-    args = ap.parse_args(argv)
-    intervals = tuple(int(x) for x in args.intervals.split(",") if x)
-    m = build_fixtures(args.outdir, args.only, intervals, bench=not args.no_bench)
-    print(f"wrote {len(m['workloads'])} workloads to {args.outdir}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
