@@ -1,0 +1,84 @@
+"""Which model package each workload model runs: a compiled zoo package on a GPU, or on the sim
+backend a simulated package whose kernels replay a per-kernel timing profile measured on a GPU
+(`reef profile` / `python -m reef_rocm.runtime.bench --profile-dir`)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from reef_rocm.bench.disb.workload import WorkloadError
+
+DEFAULT_PROFILES = Path(__file__).resolve().parents[3] / "docs" / "results" / "profiles"
+
+
+def find_model_package(root: str | Path, model: str, backend: str, arch: str | None) -> Path:
+    """The package for ``model`` under ``root`` (directories named ``<model>-<backend>_<arch>``,
+    as `reef compile` writes them). Prefers the device's target; errors list what is there."""
+    from reef_rocm.package.files import find_packages
+
+    paths = find_packages(root)
+    mine = [p for p in paths if p.name.startswith(f"{model}-")]
+    if not mine:
+        have = sorted({p.name for p in paths}) or ["nothing"]
+        raise WorkloadError(
+            f"no package for model {model!r} in {root} (have: {', '.join(have)}); "
+            f"build it with `reef compile {model} --target ...`"
+        )
+    tag = f"-{backend}_{arch}" if arch else f"-{backend}_"
+    exact = [p for p in mine if p.name.endswith(tag) or (not arch and tag in p.name)]
+    if backend == "sim":
+        return (exact or mine)[0]
+    if not exact:
+        raise WorkloadError(
+            f"package for {model!r} in {root} is for {', '.join(p.name for p in mine)}, "
+            f"the device is {backend}:{arch}"
+        )
+    return exact[0]
+
+
+def find_profile(root: str | Path, model: str) -> Path:
+    """The profile JSON of ``model`` under ``root``: a file whose ``"model"`` field is the model
+    or one of its packages (``vgg19-cuda_sm_90``)."""
+    root = Path(root)
+    candidates = sorted(root.glob("*.json")) if root.is_dir() else []
+    for p in candidates:
+        try:
+            doc = json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        name = str(doc.get("model", "")) if isinstance(doc, dict) else ""
+        if name == model or name.startswith(f"{model}-"):
+            return p
+    raise WorkloadError(
+        f"no timing profile for model {model!r} in {root} (the sim backend replays measured "
+        "kernel times): on a GPU run `reef profile PACKAGE --out DIR/<model>.json`, or pass "
+        "--profiles DIR / --packages DIR of sim packages"
+    )
+
+
+def sim_package(cache: Path, model: str, profile_path: Path, arch: str, compute_units: int) -> Path:
+    """A simulated package for ``model`` whose kernels replay ``profile_path`` on a sim of
+    ``arch`` with ``compute_units`` CUs (the GPU the profile was measured on); timing only, no
+    functional effects (a benchmark needs the timeline, not the numbers). Built once into
+    ``cache``."""
+    from reef_rocm.gpu.sim.packages import sim_package_from_profile
+
+    text = profile_path.read_text()
+    profile: dict[str, Any] = json.loads(text)
+    key = hashlib.sha256(f"{arch}/{compute_units}/{text}".encode()).hexdigest()[:12]
+    out = cache / f"{model}-sim-{key}"
+    if (out / "manifest.json").exists():
+        return out
+    cache.mkdir(parents=True, exist_ok=True)
+    try:
+        return Path(
+            sim_package_from_profile(
+                out, profile, name=model, arch=arch, compute_units=compute_units,
+                functional=False,
+            )
+        )  # fmt: skip
+    except (ValueError, KeyError) as e:
+        raise WorkloadError(f"profile {profile_path}: {e}") from None
