@@ -193,8 +193,12 @@ def cmd_plot(args: argparse.Namespace) -> int:
         doc = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise ReefError(f"{path}: cannot read results JSON: {e}") from None
-    if not isinstance(doc, dict) or doc.get("benchmark") != "disb":
-        raise ReefError(f'{path}: not a DISB results file (no "benchmark": "disb")')
+    from reef_rocm.bench.disb.schema import ResultsError, validate_results
+
+    try:
+        validate_results(doc)
+    except ResultsError as e:
+        raise ResultsError(f"{path}: not a DISB results file: {e}") from None
     prefix = "[simulated] " if doc.get("simulated") else ""
     print("\n".join(prefix + line for line in results_table(doc).splitlines()))
     _plots(doc, Path(args.out) if args.out else path.parent, path.stem, prefix)

@@ -51,7 +51,16 @@ def _policies(doc: dict[str, Any]) -> list[str]:
 
 def _suffix(doc: dict[str, Any]) -> str:
     dev = doc["device"]["name"]
-    return f"{dev} - SIMULATED" if doc.get("simulated") else dev
+    if doc.get("simulated"):
+        return f"{dev}, not a GPU measurement" if "simulated" in dev else f"{dev} - SIMULATED"
+    return dev
+
+
+def _log(ax: Any, *series: Any) -> None:
+    """Log y axis when there is something positive to draw (an empty panel stays linear)."""
+    vals = np.asarray([v for s in series for v in s], dtype=float)
+    if np.any(np.isfinite(vals) & (vals > 0)):
+        ax.set_yscale("log")
 
 
 def _pre(res: dict[str, Any], policy: str) -> dict[str, Any]:
@@ -81,7 +90,7 @@ def fig10(doc: dict[str, Any], path: Path) -> Path:
         ax_l.plot(x, p50, "kx", label="p50")
         ax_l.set_title(f"DISB {r['workload']['name']}")
         ax_l.set_xticks(x, pols, rotation=60, ha="right", fontsize=7)
-        ax_l.set_yscale("log")
+        _log(ax_l, p99, mean, p50)
         tp = [ps[p]["overall_throughput_per_s"] if p in ps else np.nan for p in pols]
         ax_t.bar(x, tp, color=[col[p] for p in pols])
         ideal = r["references"]["ideal_overall_per_s"]
@@ -106,16 +115,19 @@ def fig11(doc: dict[str, Any], path: Path) -> Path:
     wls = doc["workloads"]
     fig, (a, b) = plt.subplots(1, 2, figsize=(13, 4.5))
     width = 0.8 / max(1, len(pols))
+    drawn: list[float] = []
     for i, p in enumerate(pols):
         xs = np.arange(len(wls)) + i * width
         pre = [_pre(r, p) for r in wls]
-        a.bar(xs, [q.get("p99_us") or np.nan for q in pre], width, color=col[p], label=p)
+        ys = [q.get("p99_us") or np.nan for q in pre]
+        drawn += ys
+        a.bar(xs, ys, width, color=col[p], label=p)
         a.plot(xs, [q.get("p50_us") or np.nan for q in pre], "k_", markersize=8)
     a.set_xticks(np.arange(len(wls)) + width * (len(pols) - 1) / 2,
                  [r["workload"]["name"] for r in wls])  # fmt: skip
     a.set_xlabel("workload")
     a.set_ylabel("preemption latency (us): bar p99, dash p50")
-    a.set_yscale("log")
+    _log(a, drawn)
     a.legend(fontsize=7)
     a.set_title("by workload")
     models = sorted({m for r in wls for p in pols for m in _pre(r, p).get("by_rt_model", {})})
@@ -126,11 +138,12 @@ def fig11(doc: dict[str, Any], path: Path) -> Path:
             v = [_pre(r, p).get("by_rt_model", {}).get(m, {}).get("p99_us") for r in wls]
             v = [x for x in v if x is not None]
             vals.append(max(v) if v else np.nan)
+        drawn += vals
         b.bar(xs, vals, width, color=col[p], label=p)
     b.set_xticks(np.arange(len(models)) + width * (len(pols) - 1) / 2, models, fontsize=8)
     b.set_xlabel("RT model")
     b.set_ylabel("preemption latency p99 (us)")
-    b.set_yscale("log")
+    _log(b, drawn)
     b.set_title("by RT model (worst workload)")
     fig.suptitle(f"Preemption latency: RT arrival to first RT block ({_suffix(doc)})")
     fig.tight_layout()
@@ -143,18 +156,20 @@ def fig13(doc: dict[str, Any], path: Path) -> Path:
     plt = _plt()
     col = _colors(_policies(doc))
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    drawn: list[float] = []
     for p in _policies(doc):
         pts = [s for r in doc["workloads"] for s in _pre(r, p).get("samples", [])]
         if not pts:
             continue
         arr = np.asarray(pts, dtype=float)
+        drawn += list(arr[:, 0])
         ax.scatter(arr[:, 1], arr[:, 0], s=6, alpha=0.3, color=col[p])
         ks = np.unique(arr[:, 1])
         ax.plot(ks, [np.median(arr[arr[:, 1] == k, 0]) for k in ks], "-o", color=col[p],
                 markersize=3, label=f"{p} (median)")  # fmt: skip
     ax.set_xlabel("queued BE kernels dropped by the preemption (kernels)")
     ax.set_ylabel("preemption latency (us)")
-    ax.set_yscale("log")
+    _log(ax, drawn)
     ax.legend(fontsize=7)
     ax.set_title(f"Preemption latency vs queued BE kernels ({_suffix(doc)})", fontsize=10)
     fig.tight_layout()

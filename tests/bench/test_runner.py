@@ -1,0 +1,117 @@
+"""The DISB runner's orchestration on the sim device with a stand-in scheduler: every policy
+gets the same arrivals, references are run, the results document has the documented shape, the
+table and plots come out, and bad requests are refused clearly."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from reef_rocm.bench.disb import runner
+from reef_rocm.bench.disb.plots import plot_results
+from reef_rocm.bench.disb.report import results_table
+from reef_rocm.bench.disb.schema import ResultsError, validate_results
+from reef_rocm.bench.meta import write_result
+from reef_rocm.errors import UnsupportedError
+
+from . import fake_sched
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    seen: list[tuple[str, dict]] = []
+
+    class Recording(fake_sched.Scheduler):
+        def run_load(self, specs, duration_us, warmup_us):
+            seen.append((self.options.policy,
+                         {s.handle.client: s.arrivals_us for s in specs}))  # fmt: skip
+            return super().run_load(specs, duration_us, warmup_us)
+
+    mod = type("M", (), {"Scheduler": Recording, "SchedOptions": fake_sched.SchedOptions,
+                         "LoadSpec": fake_sched.LoadSpec})  # fmt: skip
+    monkeypatch.setattr(runner, "_sched", lambda: (mod, fake_sched.available_policies))
+    return seen
+
+
+def _opts(tmp_path, profiles, **kw):
+    base = dict(workloads="A", backend="sim", profiles=str(profiles), out=str(tmp_path / "o"),
+                duration_s=0.5, warmup_s=0.1, progress_bar=False)  # fmt: skip
+    return runner.DisbOptions(**{**base, **kw})
+
+
+def test_every_policy_same_arrivals_and_references(tmp_path, profiles, fake, capsys):
+    bench = runner.DisbBench(_opts(tmp_path, profiles))
+    doc = bench.run()
+    bench.close()
+    policies = [p for p, _ in fake]
+    # rt-only reference (RT clients only), BE-alone reference (BE only), then the others
+    assert policies == ["rt-only", "streams", "sequential", "streams", "reset", "reset+poll"]
+    rt_arrivals = [a["rt-vgg19-0"] for p, a in fake if "rt-vgg19-0" in a]
+    assert all(a == rt_arrivals[0] for a in rt_arrivals) and len(rt_arrivals[0]) == 60
+    assert "be-resnet152-0" not in fake[0][1] and list(fake[1][1]) == ["be-resnet152-0"]
+    res = doc["workloads"][0]
+    assert list(res["policies"]) == list(fake_sched.POLICIES)
+    assert res["skipped_policies"].keys() >= {"reset+kill", "wait", "priority-streams"}
+    assert res["references"]["be_alone_per_s"] > 0
+    out = capsys.readouterr().out
+    assert out and all(line.startswith("[simulated] ") for line in out.splitlines())
+
+
+def test_document_validates_table_and_plots(tmp_path, profiles, fake):
+    bench = runner.DisbBench(_opts(tmp_path, profiles, sweep_cap=[0.0, 100.0]))
+    doc = bench.run()
+    path = write_result(tmp_path / "r.json", doc, bench._meta_device, command="test")
+    bench.close()
+    loaded = json.loads(path.read_text())
+    validate_results(loaded)
+    assert loaded["simulated"] is True and loaded["git_commit"]
+    assert [m["device_queue_cap_us"] for m in loaded["workloads"][0]["cap_sweep"]] == [0, 100]
+    table = results_table(loaded)
+    assert "SIMULATED" in table and "reset+poll" in table and "ideal overall" in table
+    files = plot_results(loaded, tmp_path / "plots", "r")
+    assert sorted(f.name for f in files) == ["r_fig10.png", "r_fig11.png", "r_fig13.png",
+                                             "r_fig14.png"]  # fmt: skip
+    for f in files:
+        assert f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f.stat().st_size > 10_000
+    del loaded["workloads"][0]["policies"]["reset"]["preemption"]["p99_us"]
+    with pytest.raises(ResultsError, match=r"policies\.reset\.preemption\.p99_us: missing"):
+        validate_results(loaded)
+
+
+def test_overloaded_workload_gets_a_scaled_variant(tmp_path, profiles, fake):
+    # D: 5 RT models at 20 req/s; fake service = 100 us x kernels -> make them heavy
+    heavy = {m: (200, 100.0) for m in ("vgg19", "resnet152", "densenet201", "inception_v3",
+                                       "distilbert")}  # fmt: skip
+    from .conftest import write_profiles
+
+    p = write_profiles(tmp_path / "heavy", heavy)  # 20 ms each x 100 req/s = 200% of the GPU
+    bench = runner.DisbBench(_opts(tmp_path, p, workloads="D", rt_scale="auto",
+                                   policies=["rt-only", "reset+poll"]))  # fmt: skip
+    doc = bench.run()
+    bench.close()
+    names = [r["workload"]["name"] for r in doc["workloads"]]
+    assert names[0] == "D" and doc["workloads"][0]["overloaded"]
+    assert doc["workloads"][0]["offered_rt_load"] == pytest.approx(2.0)
+    assert names[1] == "D@0.25x"  # scaled to 50% RT busy
+    assert doc["workloads"][1]["workload"]["base"] == "D"
+
+
+def test_unknown_and_unsupported_policies(tmp_path, profiles, fake):
+    with pytest.raises(UnsupportedError, match="unknown policy 'fastest'"):
+        runner.DisbBench(_opts(tmp_path, profiles, policies=["fastest"]))
+    b = runner.DisbBench(_opts(tmp_path, profiles, policies=["reset+kill", "reset"]))
+    assert b.policies == ["reset"] and "not supported" in b.skipped["reset+kill"]
+    b.close()
+
+
+def test_missing_profile_says_how_to_make_one(tmp_path, fake):
+    from reef_rocm.bench.disb.workload import WorkloadError
+
+    (tmp_path / "empty").mkdir()
+    b = runner.DisbBench(_opts(tmp_path, tmp_path / "empty"))
+    with pytest.raises(
+        WorkloadError, match="no timing profile for model 'resnet152'.*reef profile"
+    ):
+        b.run()
+    b.close()
