@@ -16,28 +16,7 @@ from reef_rocm.bench.meta import write_result
 from reef_rocm.errors import UnsupportedError
 
 from . import fake_sched
-
-
-@pytest.fixture
-def fake(monkeypatch):
-    seen: list[tuple[str, dict]] = []
-
-    class Recording(fake_sched.Scheduler):
-        def run_load(self, specs, duration_us, warmup_us):
-            seen.append((self.options.policy,
-                         {s.handle.client: s.arrivals_us for s in specs}))  # fmt: skip
-            return super().run_load(specs, duration_us, warmup_us)
-
-    mod = type("M", (), {"Scheduler": Recording, "SchedOptions": fake_sched.SchedOptions,
-                         "LoadSpec": fake_sched.LoadSpec})  # fmt: skip
-    monkeypatch.setattr(runner, "_sched", lambda: (mod, fake_sched.available_policies))
-    return seen
-
-
-def _opts(tmp_path, profiles, **kw):
-    base = dict(workloads="A", backend="sim", profiles=str(profiles), out=str(tmp_path / "o"),
-                duration_s=0.5, warmup_s=0.1, progress_bar=False)  # fmt: skip
-    return runner.DisbOptions(**{**base, **kw})
+from .conftest import run_opts as _opts
 
 
 def test_every_policy_same_arrivals_and_references(tmp_path, profiles, fake, capsys):

@@ -122,6 +122,37 @@ def add_plot_parser(sub: Any) -> None:
     p.set_defaults(func=cmd_plot)
 
 
+def add_compare_parser(sub: Any) -> None:
+    p = sub.add_parser("compare", help="do two DISB results agree? (the stability check)")
+    p.add_argument("first", help="results JSON of run 1")
+    p.add_argument("second", help="results JSON of run 2 (same command)")
+    p.add_argument("--tolerance", type=float, default=0.05, help="relative (default 0.05)")
+    p.set_defaults(func=cmd_compare)
+
+
+def _read_results(path: Path) -> dict[str, Any]:
+    from reef_rocm.bench.disb.schema import ResultsError, validate_results
+
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ReefError(f"{path}: cannot read results JSON: {e}") from None
+    try:
+        validate_results(doc)
+    except ResultsError as e:
+        raise ResultsError(f"{path}: not a DISB results file: {e}") from None
+    return doc
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from reef_rocm.bench.disb.stability import compare_documents, format_comparison
+
+    a, b = _read_results(Path(args.first)), _read_results(Path(args.second))
+    rows, ok = compare_documents(a, b, args.tolerance)
+    print(format_comparison(rows, args.tolerance, bool(a.get("simulated"))))
+    return 0 if ok else 1
+
+
 def _split(text: str | None) -> list[str] | None:
     return None if text is None else [x.strip() for x in text.split(",") if x.strip()]
 
@@ -189,16 +220,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from reef_rocm.bench.disb.report import results_table
 
     path = Path(args.results)
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ReefError(f"{path}: cannot read results JSON: {e}") from None
-    from reef_rocm.bench.disb.schema import ResultsError, validate_results
-
-    try:
-        validate_results(doc)
-    except ResultsError as e:
-        raise ResultsError(f"{path}: not a DISB results file: {e}") from None
+    doc = _read_results(path)
     prefix = "[simulated] " if doc.get("simulated") else ""
     print("\n".join(prefix + line for line in results_table(doc).splitlines()))
     _plots(doc, Path(args.out) if args.out else path.parent, path.stem, prefix)
