@@ -76,10 +76,12 @@ def run_opts(tmp_path: Path, profiles: Path, **kw) -> runner.DisbOptions:
 
 @pytest.fixture
 def results_file(tmp_path: Path, profiles: Path, fake) -> Path:
-    """A results JSON of DISB A on sim through the stand-in scheduler, with a cap sweep."""
+    """A results JSON of DISB A on sim through the stand-in scheduler, with both sweeps."""
     from reef_rocm.bench.meta import write_result
 
-    bench = runner.DisbBench(run_opts(tmp_path, profiles, sweep_cap=[0.0, 100.0]))
+    bench = runner.DisbBench(
+        run_opts(tmp_path, profiles, sweep_cap=[0.0, 100.0], sweep_be_kernel_us=[50.0, 400.0])
+    )
     try:
         doc = bench.run()
         return write_result(tmp_path / "r.json", doc, bench._meta_device, command="test")

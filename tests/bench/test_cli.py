@@ -39,7 +39,7 @@ def test_plot_redraws_and_prints_the_table(results_file, tmp_path, capsys):
     assert all(line.startswith("[simulated] ") for line in out.splitlines())
     assert "reset+poll" in out
     assert sorted(p.name for p in (tmp_path / "p").iterdir()) == [
-        "r_fig10.png", "r_fig11.png", "r_fig13.png", "r_fig14.png"]  # fmt: skip
+        "r_fig10.png", "r_fig11.png", "r_fig12.png", "r_fig13.png", "r_fig14.png"]  # fmt: skip
 
 
 def test_compare_same_run_is_stable_changed_run_is_not(results_file, tmp_path, capsys):

@@ -5,6 +5,7 @@ table and plots come out, and bad requests are refused clearly."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -94,3 +95,19 @@ def test_missing_profile_says_how_to_make_one(tmp_path, fake):
     ):
         b.run()
     b.close()
+
+
+def test_kernel_length_sweep_runs_synthetic_be_models(results_file):
+    doc = json.loads(results_file.read_text())
+    sweep = doc["workloads"][0]["kernel_length_sweep"]
+    assert [(m["be_kernel_us"], m["policy"]) for m in sweep] == [
+        (50.0, "reset"), (50.0, "reset+poll"), (400.0, "reset"), (400.0, "reset+poll")]  # fmt: skip
+    pkg = doc["config"]["packages"]["synthetic-be-50us"]
+    manifest = json.loads((Path(pkg) / "manifest.json").read_text())
+    assert len(manifest["variants"]["plain"]["kernels"]) == 400  # 20 ms of 50 us kernels
+    assert list(sweep[0]["be"]) == ["synthetic-be-50us"]
+
+
+def test_kernel_length_sweep_is_sim_only(tmp_path, profiles, fake):
+    with pytest.raises(UnsupportedError, match="simulated packages only"):
+        runner.DisbBench(_opts(tmp_path, profiles, backend="cuda", sweep_be_kernel_us=[10.0]))

@@ -18,7 +18,7 @@ def _floats(text: str) -> list[float]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected numbers a,b,c; got {text!r}") from None
     if any(v < 0 for v in vals):
-        raise argparse.ArgumentTypeError("caps must be >= 0")
+        raise argparse.ArgumentTypeError("values must be >= 0")
     return vals
 
 
@@ -94,9 +94,18 @@ def add_disb_parser(sub: Any) -> None:
         help="also run the capped policies at these device-queue caps (Fig. 14)",
     )
     p.add_argument(
+        "--sweep-be-kernel-us",
+        type=_floats,
+        default=[],
+        metavar="US,US,...",
+        help="sim only: also run the RT clients against a synthetic BE model made of kernels "
+        "of each length (Fig. 12)",
+    )
+    p.add_argument(
         "--sweep-policies",
         default=None,
-        help="policies of the cap sweep (default: reset+poll, else reset)",
+        help="policies of the sweeps (default: cap sweep reset+poll, else reset; kernel "
+        "sweep every capped policy)",
     )
     p.add_argument(
         "--rt-scale",
@@ -182,6 +191,7 @@ def cmd_disb(args: argparse.Namespace) -> int:
         cap_us=args.cap,
         sweep_cap=args.sweep_cap,
         sweep_policies=_split(args.sweep_policies),
+        sweep_be_kernel_us=args.sweep_be_kernel_us,
         rt_scale=args.rt_scale,
         be_alone_policy=args.be_alone_policy,
         sim_arch=args.sim_arch,

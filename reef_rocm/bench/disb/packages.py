@@ -82,3 +82,37 @@ def sim_package(cache: Path, model: str, profile_path: Path, arch: str, compute_
         )  # fmt: skip
     except (ValueError, KeyError) as e:
         raise WorkloadError(f"profile {profile_path}: {e}") from None
+
+
+# A synthetic BE model for the kernel-length sweep (Fig. 12): identical kernels of one length,
+# each two full rounds of blocks on the GPU, about this much work per inference.
+SYNTHETIC_BE_WORK_US = 20_000.0
+
+
+def synthetic_be_name(kernel_us: float) -> str:
+    return f"synthetic-be-{kernel_us:g}us"
+
+
+def synthetic_be_package(cache: Path, kernel_us: float, arch: str, compute_units: int) -> Path:
+    """A simulated BE model of ``ceil(SYNTHETIC_BE_WORK_US / kernel_us)`` kernels that each run
+    ``kernel_us`` alone on the sim (grid: 2 blocks per CU, so a running kernel occupies the whole
+    GPU and a preemption meets blocks of that length)."""
+    import math
+
+    from reef_rocm.gpu.sim.packages import SimKernelPlan, build_sim_package
+
+    if kernel_us <= 0:
+        raise WorkloadError(f"BE kernel length must be > 0 us, got {kernel_us}")
+    name = synthetic_be_name(kernel_us)
+    out = cache / f"{name}-{arch}-{compute_units}"
+    if (out / "manifest.json").exists():
+        return out
+    n = max(1, math.ceil(SYNTHETIC_BE_WORK_US / kernel_us))
+    plans = [
+        SimKernelPlan(f"be_{i}", grid=2 * compute_units, block=256, duration_us=kernel_us,
+                      blocks_per_cu=1)
+        for i in range(n)
+    ]  # fmt: skip
+    cache.mkdir(parents=True, exist_ok=True)
+    return Path(build_sim_package(out, name, plans, functional=False, arch=arch,
+                                  compute_units=compute_units, weights=False))  # fmt: skip

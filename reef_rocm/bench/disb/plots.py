@@ -6,8 +6,7 @@
 - fig13: preemption latency against the number of queued BE kernels the preemption dropped;
 - fig14: preemption latency and BE throughput against the device-queue cap (``--sweep-cap``).
 
-(Fig. 12, preemption latency against BE kernel length, needs BE models of chosen kernel
-lengths; docs/reproducing.md says how it is produced.)
+- fig12: preemption latency against the BE kernel length (``--sweep-be-kernel-us``, sim).
 """
 
 from __future__ import annotations
@@ -205,6 +204,36 @@ def fig14(doc: dict[str, Any], path: Path) -> Path:
     return path
 
 
+def fig12(doc: dict[str, Any], path: Path) -> Path:
+    plt = _plt()
+    wls = [r for r in doc["workloads"] if r.get("kernel_length_sweep")]
+    col = _colors(_policies(doc))
+    fig, axes = plt.subplots(1, len(wls), figsize=(5.5 * len(wls), 4.2), squeeze=False)
+    for ax, r in zip(axes[0], wls, strict=True):
+        drawn: list[float] = []
+        sweep = r["kernel_length_sweep"]
+        for p in sorted({m["policy"] for m in sweep}):
+            pts = sorted((m["be_kernel_us"], m) for m in sweep if m["policy"] == p)
+            xs = [k for k, _ in pts]
+            p99 = [m["preemption"]["p99_us"] or np.nan for _, m in pts]
+            p50 = [m["preemption"]["p50_us"] or np.nan for _, m in pts]
+            drawn += p99 + p50
+            c = col.get(p)
+            ax.plot(xs, p99, "-o", color=c, label=f"{p} p99")
+            ax.plot(xs, p50, "--o", color=c, label=f"{p} p50", alpha=0.7)
+        ax.set_xscale("log")
+        _log(ax, drawn)
+        ax.set_xlabel("BE kernel length (us, each kernel alone)")
+        ax.set_ylabel("preemption latency (us)")
+        ax.set_title(f"RT of DISB {r['workload']['name']} vs one synthetic BE model")
+        ax.legend(fontsize=7)
+    fig.suptitle(f"Preemption latency vs BE kernel length ({_suffix(doc)})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_results(doc: dict[str, Any], out_dir: str | Path, stem: str) -> list[Path]:
     """Every figure the document has data for; returns the files written."""
     out = Path(out_dir)
@@ -213,6 +242,8 @@ def plot_results(doc: dict[str, Any], out_dir: str | Path, stem: str) -> list[Pa
     if any(p.get("preemption", {}).get("count") for r in doc["workloads"]
            for p in r["policies"].values()):  # fmt: skip
         files += [fig11(doc, out / f"{stem}_fig11.png"), fig13(doc, out / f"{stem}_fig13.png")]
+    if any(r.get("kernel_length_sweep") for r in doc["workloads"]):
+        files.append(fig12(doc, out / f"{stem}_fig12.png"))
     if any(r.get("cap_sweep") for r in doc["workloads"]):
         files.append(fig14(doc, out / f"{stem}_fig14.png"))
     return files

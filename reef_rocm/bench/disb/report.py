@@ -93,6 +93,10 @@ def workload_table(res: dict[str, Any]) -> str:
         if m is res["cap_sweep"][0]:
             lines.append("device-queue cap sweep:")
         lines.append(policy_row(f"{m['policy']} {m['device_queue_cap_us']:g}us", m))
+    for m in res.get("kernel_length_sweep", []):
+        if m is res["kernel_length_sweep"][0]:
+            lines.append("RT clients vs one synthetic BE model, by BE kernel length:")
+        lines.append(policy_row(f"{m['policy']} {m['be_kernel_us']:g}us", m))
     return "\n".join(lines)
 
 

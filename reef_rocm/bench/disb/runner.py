@@ -21,9 +21,11 @@ from reef_rocm.bench.disb.packages import (
     find_model_package,
     find_profile,
     sim_package,
+    synthetic_be_name,
+    synthetic_be_package,
 )
 from reef_rocm.bench.disb.progress import Console
-from reef_rocm.bench.disb.workload import Client, Workload, WorkloadError, resolve
+from reef_rocm.bench.disb.workload import Client, Load, Workload, WorkloadError, resolve
 from reef_rocm.errors import UnsupportedError
 
 # Display order; a device offers a subset (reef_rocm.sched.policy.available_policies).
@@ -59,6 +61,7 @@ class DisbOptions:
     cap_us: float | None = None  # None: the scheduler's default device-queue cap
     sweep_cap: list[float] = field(default_factory=list)
     sweep_policies: list[str] | None = None
+    sweep_be_kernel_us: list[float] = field(default_factory=list)  # Fig. 12, sim only
     rt_scale: str | None = None  # None, "auto" or a factor ("0.5")
     be_alone_policy: str = "streams"
     sim_arch: str = "sm_90"  # the H200's architecture model (cuda's capabilities)
@@ -94,6 +97,12 @@ class DisbBench:
 
             self.workloads = [replace(w, seed=options.seed) for w in self.workloads]
         self.simulated = options.backend == "sim"
+        if options.sweep_be_kernel_us and not self.simulated:
+            raise UnsupportedError(
+                "--sweep-be-kernel-us needs BE models made of kernels of chosen lengths; they "
+                "exist as simulated packages only (use --backend sim); on a GPU, compile models "
+                "with the kernel lengths you want and run them as a custom workload"
+            )
         self._sched, available = _sched()
         self._device = None if self.simulated else self._open_device()
         probe = self._open_device() if self.simulated else self._device
@@ -251,7 +260,36 @@ class DisbBench:
                 m["compare"] = met.compare(m, refs)
                 sweep.append(m)
         res["cap_sweep"] = sweep
+        res["kernel_length_sweep"] = self._kernel_length_sweep(w, arrivals, refs)
         return res
+
+    def _kernel_length_sweep(
+        self, w: Workload, arrivals: dict[str, list[float] | None], refs: met.References
+    ) -> list[dict[str, Any]]:
+        """The workload's RT clients against one synthetic BE model per kernel length."""
+        out = []
+        cache = Path(self.options.out) / "sim-packages"
+        for us in self.options.sweep_be_kernel_us:
+            model = synthetic_be_name(us)
+            if model not in self.packages:
+                self.packages[model] = synthetic_be_package(
+                    cache, us, self.options.sim_arch, self.options.sim_compute_units
+                )
+            be = Client(f"be-{model}", model, "be", Load("closed"))
+            clients = (*w.rt_clients, be)
+            arr_k = {**arrivals, be.name: None}
+            for p in self._kernel_sweep_policies():
+                m = self._step(f"{w.name} {p} BE kernels {us:g} us", w, p, clients, arr_k,
+                               self.options.cap_us)  # fmt: skip
+                m["be_kernel_us"] = us
+                m["compare"] = met.compare(m, refs)
+                out.append(m)
+        return out
+
+    def _kernel_sweep_policies(self) -> list[str]:
+        if self.options.sweep_policies:
+            return [p for p in self.options.sweep_policies if p in self.available]
+        return [p for p in self.available if p in CAPPED_POLICIES] or self._sweep_policies()
 
     def _sweep_policies(self) -> list[str]:
         if self.options.sweep_policies:
@@ -274,6 +312,7 @@ class DisbBench:
     def _runs_for(self, w: Workload) -> int:
         n = len([p for p in self.policies if p != REFERENCE_POLICY]) + 1
         n += len(self.options.sweep_cap) * len(self._sweep_policies())
+        n += len(self.options.sweep_be_kernel_us) * len(self._kernel_sweep_policies())
         return n + (1 if w.be_clients else 0)
 
     def _planned_runs(self) -> int:

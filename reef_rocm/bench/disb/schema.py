@@ -9,7 +9,8 @@ the tests). Fields named here are the contract; anything else is extra informati
                   references: {rt_rate_per_s, rt_busy_fraction, be_alone_per_s,
                                ideal_overall_per_s, ...},
                   be_alone: POLICY | null, skipped_policies: {policy: reason},
-                  policies: {policy: POLICY}, cap_sweep: [POLICY + device_queue_cap_us]}]}
+                  policies: {policy: POLICY}, cap_sweep: [POLICY + device_queue_cap_us],
+                  kernel_length_sweep: [POLICY + be_kernel_us] (optional)}]}
     POLICY = {policy, rt: {model: {count, mean_us, p50_us, p95_us, p99_us, max_us,
               unfinished, throughput_per_s, service_mean_us}}, be: {model: {completed,
               throughput_per_s, preemptions_of_completed}}, preemption: {count, mean_us, p50_us,
@@ -91,3 +92,7 @@ def validate_results(doc: Any) -> None:
             _policy(m, f"{w}.policies.{name}")
         for j, m in enumerate(r["cap_sweep"]):
             _policy(m, f"{w}.cap_sweep[{j}]")
+        for j, m in enumerate(r.get("kernel_length_sweep", [])):
+            _policy(m, f"{w}.kernel_length_sweep[{j}]")
+            if not isinstance(m.get("be_kernel_us"), NUM):
+                raise ResultsError(f"{w}.kernel_length_sweep[{j}].be_kernel_us: missing")
