@@ -34,16 +34,21 @@ def bench_package(dev: Any, path: Path, repeats: int, profile_dir: Path | None) 
             inst.set_input(i, a)
         s = dev.create_stream()
         start, end = dev.create_event(), dev.create_event()
-        for _ in range(3):
-            inst.launch_range(s)
-        s.synchronize()
-        lat = []
-        for _ in range(repeats):
-            start.record(s)
-            inst.launch_range(s)
-            end.record(s)
-            end.synchronize()
-            lat.append(start.elapsed_ms(end))
+        try:
+            for _ in range(3):
+                inst.launch_range(s)
+            s.synchronize()
+            lat = []
+            for _ in range(repeats):
+                start.record(s)
+                inst.launch_range(s)
+                end.record(s)
+                end.synchronize()
+                lat.append(start.elapsed_ms(end))
+        finally:
+            start.destroy()
+            end.destroy()
+            s.destroy()
         prof = inst.profile(repeats=max(3, repeats // 5))
         if profile_dir is not None:
             write_profile(prof, profile_dir / f"{path.name}.profile.json")

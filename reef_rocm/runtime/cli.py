@@ -13,7 +13,11 @@ from typing import Any
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("profile", help="per-kernel timing profile of a package (GPU)")
     p.add_argument("package", help="package directory")
-    p.add_argument("--out", required=True, help="profile JSON to write")
+    p.add_argument(
+        "--out", default=None,
+        help="profile JSON to write (default: PACKAGE/profiles/<device arch>-<variant>.json, "
+        "where the scheduler's load_profile finds it)",
+    )  # fmt: skip
     p.add_argument("--variant", default="plain")
     p.add_argument("--backend", default="auto")
     p.add_argument("--repeats", type=int, default=10)
@@ -46,7 +50,7 @@ def register_bench(subparsers: Any) -> None:
 def cmd_profile(args: argparse.Namespace) -> int:
     from reef_rocm.gpu import open_device
     from reef_rocm.package.files import ModelPackage
-    from reef_rocm.runtime.executor import ModelInstance, write_profile
+    from reef_rocm.runtime.executor import ModelInstance, profile_path, write_profile
 
     pkg = ModelPackage.load(args.package)  # a bad package fails before the GPU is touched
     dev = open_device(args.backend)
@@ -54,11 +58,9 @@ def cmd_profile(args: argparse.Namespace) -> int:
         for i, a in enumerate(pkg.reference_inputs()):
             inst.set_input(i, a)
         prof = inst.profile(repeats=args.repeats)
-    write_profile(prof, args.out)
-    print(
-        f"{pkg.name}: {len(prof['kernels'])} kernels, "
-        f"{prof['total_us_median']:.1f} us -> {args.out}"
-    )
+    out = args.out or profile_path(pkg, dev.info.arch, args.variant)
+    write_profile(prof, out)
+    print(f"{pkg.name}: {len(prof['kernels'])} kernels, {prof['total_us_median']:.1f} us -> {out}")
     return 0
 
 

@@ -1,5 +1,7 @@
 """A byte-addressed fake Device for executor tests: memory is real (host bytearrays), kernels
-do not run; launches are recorded with their unpacked arguments."""
+do not run; launches are recorded with their unpacked arguments and packed bytes. It counts
+live buffers, streams and events (leak tests) and records every copy or memset made on the
+legacy null stream (``null_stream_ops``), which the executor must never use."""
 
 from __future__ import annotations
 
@@ -27,11 +29,16 @@ class FakeBuffer(DeviceBuffer):
         self.dev, self.ptr, self.nbytes = dev, ptr, nbytes
 
     def free(self) -> None:
+        assert self.ptr not in self.dev.freed, f"double free of {self.ptr:#x}"
         self.dev.freed.append(self.ptr)
 
 
 class FakeStream(Stream):
     priority = 0
+
+    def __init__(self, dev: FakeDevice) -> None:
+        self.dev = dev
+        dev.live_streams.add(self)
 
     def synchronize(self) -> None: ...
     def query(self) -> bool:
@@ -42,7 +49,32 @@ class FakeStream(Stream):
 
     def wait_event(self, event: Event) -> None: ...
 
-    def destroy(self) -> None: ...
+    def destroy(self) -> None:
+        assert self in self.dev.live_streams, "stream destroyed twice"
+        self.dev.live_streams.discard(self)
+
+
+class FakeEvent(Event):
+    def __init__(self, dev: FakeDevice) -> None:
+        self.dev = dev
+        self.recorded = 0
+        dev.live_events.add(self)
+
+    def record(self, stream: Stream) -> None:
+        assert isinstance(stream, FakeStream) and stream in self.dev.live_streams
+        self.recorded += 1
+
+    def synchronize(self) -> None: ...
+
+    def query(self) -> bool:
+        return True
+
+    def elapsed_ms(self, end: Event) -> float:
+        return 0.001  # kernels do not run here: any positive time
+
+    def destroy(self) -> None:
+        assert self in self.dev.live_events, "event destroyed twice"
+        self.dev.live_events.discard(self)
 
 
 class FakeBound(BoundLaunch):
@@ -51,7 +83,9 @@ class FakeBound(BoundLaunch):
         self.params = ParamBlock(args)
 
     def launch(self, stream: Stream) -> None:
+        assert isinstance(stream, FakeStream) and stream in self.dev.live_streams
         self.dev.launched.append((self.kernel.name, self.config, self.args))
+        self.dev.launched_params.append(self.params.raw())
 
 
 class FakeKernel(Kernel):
@@ -87,7 +121,12 @@ class FakeDevice(Device):
         self.mem: dict[int, bytearray] = {}
         self.next = 1 << 20
         self.launched: list[Any] = []
+        self.launched_params: list[bytes] = []  # packed argument bytes of each launch
         self.freed: list[int] = []
+        self.live_streams: set[FakeStream] = set()
+        self.live_events: set[FakeEvent] = set()
+        self.null_stream_ops: list[str] = []
+        self.fail_on_load = False  # load_module raises (an __init__ failing part way)
 
     def _locate(self, ptr: int) -> tuple[bytearray, int]:
         for base, buf in self.mem.items():
@@ -100,13 +139,24 @@ class FakeDevice(Device):
         assert off + nbytes <= len(buf)
         return bytes(buf[off : off + nbytes])
 
+    def live_buffers(self) -> list[int]:
+        return [p for p in self.mem if p not in self.freed]
+
+    def _stream_op(self, what: str, stream: Any) -> None:
+        if stream is None:
+            self.null_stream_ops.append(what)
+        else:
+            assert stream in self.live_streams, f"{what} on a destroyed or foreign stream"
+
     def create_stream(self, priority: int = 0, cu_mask: Any = None) -> Stream:
-        return FakeStream()
+        return FakeStream(self)
 
     def stream_priority_range(self) -> tuple[int, int]:
         return (0, 0)
 
     def load_module(self, image: bytes) -> Module:
+        if self.fail_on_load:
+            raise RuntimeError("fake: load_module failed")
         return FakeModule(self, image)
 
     def alloc(self, nbytes: int) -> DeviceBuffer:
@@ -119,18 +169,24 @@ class FakeDevice(Device):
         raise AssertionError("the executor keeps its buffers in device memory")
 
     def copy_to_device(self, dst: Any, src: Any, stream: Any = None) -> None:
+        self._stream_op("copy_to_device", stream)
         raw = src.tobytes() if isinstance(src, np.ndarray) else bytes(src)
         buf, off = self._locate(dst.ptr)
         assert off + len(raw) <= len(buf), "copy past the end of an allocation"
         buf[off : off + len(raw)] = raw
 
     def copy_to_host(self, dst: Any, src: Any, stream: Any = None) -> None:
+        self._stream_op("copy_to_host", stream)
         dst.view(np.uint8).reshape(-1)[:] = np.frombuffer(self.read(src.ptr, dst.nbytes), np.uint8)
 
     def memset32(self, dst: Any, value: int, count: int, stream: Any = None) -> None:
-        self.copy_to_device(dst, np.full(count, value, dtype=np.uint32))
+        self._stream_op("memset32", stream)
+        raw = np.full(count, value, dtype=np.uint32).tobytes()
+        buf, off = self._locate(dst.ptr)
+        assert off + len(raw) <= len(buf), "memset past the end of an allocation"
+        buf[off : off + len(raw)] = raw
 
     def create_event(self, timing: bool = True) -> Event:
-        raise AssertionError("event timing is exercised by the GPU tests, not this fake")
+        return FakeEvent(self)
 
     def synchronize(self) -> None: ...

@@ -75,14 +75,17 @@ def test_launch_range_and_slots(package):
         kinds = [a["kind"] for a in inst.kernels[k].args]
         assert args[kinds.index("completion_slot")].ptr == inst.completion_slots.ptr + 4 * k
         assert args[kinds.index("preempt_flag")].ptr == inst.preempt_flag.ptr
+    s = dev.create_stream()
+    inst.read_slots_async(s)
     assert inst.first_incomplete() == 0
     # pretend kernels 0..2 finished every block
     counts = np.zeros(n, np.uint32)
     counts[:3] = [np.prod(k.grid) for k in inst.kernels[:3]]
-    dev.copy_to_device(inst.completion_slots, counts)
+    dev.copy_to_device(inst.completion_slots, counts, s)
+    inst.read_slots_async(s)
     assert inst.first_incomplete() == 3 and inst.completed()[:3].all()
-    inst.reset_slots()
-    assert inst.first_incomplete() == 0 and not inst.slot_counts().any()
+    inst.begin(s)
+    assert not inst.read_slots(s).any() and inst.first_incomplete() == 0
 
 
 def test_dkp_default_launch(package):
