@@ -80,7 +80,7 @@ def results_file(tmp_path: Path, profiles: Path, fake) -> Path:
     from reef_rocm.bench.meta import write_result
 
     bench = runner.DisbBench(
-        run_opts(tmp_path, profiles, sweep_cap=[0.0, 100.0], sweep_be_kernel_us=[50.0, 400.0])
+        run_opts(tmp_path, profiles, sweep_cap=[20.0, 100.0], sweep_be_kernel_us=[50.0, 400.0])
     )
     try:
         doc = bench.run()

@@ -61,7 +61,7 @@ class Scheduler:
         return h
 
     def run_load(self, specs: list[LoadSpec], duration_us: float, warmup_us: float) -> Run:
-        end = warmup_us + duration_us
+        end = duration_us  # the contract: duration includes the warm-up
         pol = self.options.policy
         extra = PREEMPT_US.get(pol, 0.0) + (self.options.device_queue_cap_us or 0.0) / 10
         be = [s for s in specs if s.handle.priority == "be"]

@@ -23,7 +23,7 @@ class Pre:
     flag_raised_us: float | None
     be_drained_us: float | None
     rt_start_us: float | None
-    killed: bool = False
+    killed: int = 0  # blocks/waves the kill reported
     dropped_kernels: int = 0
 
 

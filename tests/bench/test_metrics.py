@@ -29,7 +29,7 @@ def hand_run(busy: float | None = None) -> Run:
     pre = [
         Pre(500, 501, 505, 510),  # RT arrived before the window
         Pre(3000, 3002, 3040, 3050, False, 2),  # latency 50, drain 38
-        Pre(7000, 7003, 7090, 7100, True, 4),  # latency 100, drain 87
+        Pre(7000, 7003, 7090, 7100, 7, 4),  # latency 100, drain 87, 7 blocks killed
     ]
     return Run("reset+poll", reqs, pre, 10000.0, busy)
 
@@ -59,7 +59,11 @@ def test_be_throughput_and_preemptions():
     assert p["count"] == 2
     assert p["p50_us"] == pytest.approx(75.0) and p["p99_us"] == pytest.approx(99.5)
     assert p["drain_p50_us"] == pytest.approx(62.5)
-    assert p["killed"] == 1 and p["dropped_kernels_mean"] == pytest.approx(3.0)
+    assert (
+        p["with_kill"] == 1
+        and p["killed_blocks"] == 7
+        and p["dropped_kernels_mean"] == pytest.approx(3.0)
+    )
     assert p["by_rt_model"] == {"vgg19": {"count": 2, "p50_us": 75.0, "p99_us": 99.5}}
     assert sorted(p["samples"]) == [[50.0, 2], [100.0, 4]]
 

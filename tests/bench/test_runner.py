@@ -39,14 +39,14 @@ def test_every_policy_same_arrivals_and_references(tmp_path, profiles, fake, cap
 
 
 def test_document_validates_table_and_plots(tmp_path, profiles, fake):
-    bench = runner.DisbBench(_opts(tmp_path, profiles, sweep_cap=[0.0, 100.0]))
+    bench = runner.DisbBench(_opts(tmp_path, profiles, sweep_cap=[20.0, 100.0]))
     doc = bench.run()
     path = write_result(tmp_path / "r.json", doc, bench._meta_device, command="test")
     bench.close()
     loaded = json.loads(path.read_text())
     validate_results(loaded)
     assert loaded["simulated"] is True and loaded["git_commit"]
-    assert [m["device_queue_cap_us"] for m in loaded["workloads"][0]["cap_sweep"]] == [0, 100]
+    assert [m["device_queue_cap_us"] for m in loaded["workloads"][0]["cap_sweep"]] == [20, 100]
     table = results_table(loaded)
     assert "SIMULATED" in table and "reset+poll" in table and "ideal overall" in table
     files = plot_results(loaded, tmp_path / "plots", "r")

@@ -17,8 +17,8 @@ def _floats(text: str) -> list[float]:
         vals = [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected numbers a,b,c; got {text!r}") from None
-    if any(v < 0 for v in vals):
-        raise argparse.ArgumentTypeError("values must be >= 0")
+    if not vals or any(v <= 0 for v in vals):
+        raise argparse.ArgumentTypeError(f"values must be > 0, got {text!r}")
     return vals
 
 
@@ -51,13 +51,13 @@ def add_disb_parser(sub: Any) -> None:
         "--duration",
         type=float,
         default=None,
-        help="seconds measured per run (default: the workload's, 6 s for A-E)",
+        help="seconds measured per run (default: the workload's, 6 s for A-E; 0.5 s on sim)",
     )
     p.add_argument(
         "--warmup",
         type=float,
         default=None,
-        help="seconds of warm-up before measuring (default: the workload's, 1 s)",
+        help="seconds of warm-up before measuring (default: the workload's, 1 s; 0.1 s on sim)",
     )
     p.add_argument("--seed", type=int, default=None, help="override the workload's seed")
     p.add_argument("--backend", default="auto", choices=["auto", "cuda", "hip", "sim"])

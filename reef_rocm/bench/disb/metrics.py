@@ -158,7 +158,8 @@ def run_metrics(
         **ps,
         "drain_p50_us": ds["p50_us"],
         "drain_p99_us": ds["p99_us"],
-        "killed": sum(1 for p in pre if p.killed),
+        "with_kill": sum(1 for p in pre if p.killed),
+        "killed_blocks": int(sum(int(p.killed or 0) for p in pre)),
         "dropped_kernels_mean": float(np.mean([p.dropped_kernels for p in pre])) if pre else None,
         "by_rt_model": {
             m: {k: v for k, v in latency_stats(x).items() if k in ("count", "p50_us", "p99_us")}
