@@ -18,6 +18,8 @@ A preemption discards the ring (those events are never asked again), queues a dr
 
 from __future__ import annotations
 
+import itertools
+from bisect import bisect_left
 from collections import deque
 from typing import Any
 
@@ -140,6 +142,7 @@ class Engine:
         self._open_queues = 0
         self.origin_us = clock.now_us()
         self.seq = 0
+        self._seq = itertools.count(1)
         self.completed = 0
         self.checks: list[tuple[RequestRecord, list, list]] = []
         self.closed = False
@@ -202,9 +205,9 @@ class Engine:
         if h.priority == "be" and not self.policy.runs_be:
             raise UnsupportedError(f"policy {self.policy.name!r} runs no best-effort work")
         arrays = m.check_inputs(inputs)
-        self.seq += 1
+        self.seq = seq = next(self._seq)  # itertools.count: safe from any submitting thread
         t = self.clock.now_us() - self.origin_us if arrival_us is None else arrival_us
-        rec = RequestRecord(h.client, h.name, h.priority, t, seq=self.seq)
+        rec = RequestRecord(h.client, h.name, h.priority, t, seq=seq)
         return Task(m, arrays, rec)
 
     def submit(self, task: Task) -> None:
@@ -236,7 +239,7 @@ class Engine:
         if self.trace.enabled:
             self.trace.span(f"{rec.priority} {rec.client}", rec.model, rec.arrival_us,
                             rec.done_us or rec.arrival_us, seq=rec.seq,
-                            preemptions=rec.preemptions, start_us=rec.start_us)  # fmt: skip
+                            preemptions=rec.preemptions, first_block_us=rec.start_us)  # fmt: skip
         if task.on_done is not None:
             task.on_done(task)
 
@@ -355,8 +358,14 @@ class Engine:
         t = st.host_us(slot) if st is not None and st.available else None
         rec.start_us = t - self.origin_us if t is not None else rec.launched_us
         self.rt_busy.discard(id(task.model))
-        if task.preemption is not None:
-            task.preemption.rt_start_us = rec.start_us
+        p = task.preemption
+        if p is not None:
+            p.rt_start_us = rec.start_us
+            if self.trace.enabled and rec.start_us is not None:
+                self.trace.span(
+                    "preemption", "RT arrival -> first RT block", p.rt_arrival_us,
+                    rec.start_us, killed=p.killed, dropped=p.dropped_kernels,
+                )  # fmt: skip
         self._finish(task, task.model.take_outputs())
 
     def _finish_be(self, q: BEQueue) -> None:
@@ -401,9 +410,7 @@ class Engine:
             if st is not None:
                 st.clear(slot)
                 st.stamp(slot, s)
-            launches = m.launches
-            for i in range(m.n):
-                launches[i].launch(s)
+            m.inst.launch_range(s, 0, m.n)  # the whole RT inference as one run of kernels
             m.download_outputs(s)
             if st is not None:
                 st.read_async(slot, s)
@@ -424,6 +431,9 @@ class Engine:
         q.next = 0
         q.tail_issued = False
         task.confirmed = False
+        # a mark right behind the slot zeroing: once it completed, a queue reset can no longer
+        # have dropped the zeroing, so a preemption may trust the slots (exact restore)
+        self._mark(q, 0, 0.0)
         task.record.launched_us = task.record.start_us = self._now()
 
     def _gate(self, q: BEQueue) -> None:
@@ -439,32 +449,35 @@ class Engine:
         q.r_len += 1
 
     def _feed(self, q: BEQueue) -> bool:
+        """Hand kernels from the virtual host queue to the device queue until the cap (in
+        profiled us; at least one kernel), in runs between marks: each run is one
+        ``launch_range`` call (one Python call per run once a span launcher exists)."""
         cap = q.cap
         queued = q.queued
         if queued >= cap or q.r_len >= RING - 1:
             return False
         self._gate(q)
         m = q.model
-        launches, cost, n, s = m.launches, m.cost, m.n, q.stream
+        cum, n, s, inst = m.cum, m.n, q.stream, m.inst
         i = q.next
-        unmarked = 0.0
+        stop = min(n, bisect_left(cum, cum[i] + (cap - queued), i + 1))
         every = q.mark_every
-        while i < n and queued < cap and q.r_len < RING - 1:
-            launches[i].launch(s)
-            c = cost[i]
-            queued += c
-            unmarked += c
-            i += 1
-            if unmarked >= every and i < n:
-                self._mark(q, i, unmarked)
-                unmarked = 0.0
-        q.next = i
-        if i == n:
+        while i < stop and q.r_len < RING - 1:
+            j = min(stop, bisect_left(cum, cum[i] + every, i + 1))
+            inst.launch_range(s, i, j)
+            queued += cum[j] - cum[i]
+            if j == n:
+                m.download_outputs(s)
+                self._mark(q, TAIL, cum[j] - cum[i])
+                q.tail_issued = True
+            else:
+                self._mark(q, j, cum[j] - cum[i])
+            i = j
+        if i == n and not q.tail_issued:  # every kernel was already handed over
             m.download_outputs(s)
-            self._mark(q, TAIL, unmarked)
+            self._mark(q, TAIL, 0.0)
             q.tail_issued = True
-        elif unmarked > 0:
-            self._mark(q, i, unmarked)
+        q.next = i
         q.queued = queued
         return True
 

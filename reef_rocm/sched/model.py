@@ -153,6 +153,9 @@ class LoadedModel:
         )
         self.cost = [float(c) for c in self.kernel_us]  # python floats: cheap in the hot loop
         self.total_us = float(self.kernel_us.sum())
+        self.cum = [0.0]  # prefix sums of cost: the feed finds how many kernels fit by bisect
+        for c in self.cost:
+            self.cum.append(self.cum[-1] + c)
         self.poll_every: list[int | None] = [None] * self.n
         self._set_poll_points(poll_target_us if poll else None)
 

@@ -51,7 +51,7 @@ def test_policy_runs_and_every_output_is_correct(sim, packages, policy):
 def test_sequential_runs_one_inference_at_a_time(sim, packages):
     _, run = _run(sim, packages, "sequential")
     spans = sorted((r.launched_us, r.done_us) for r in run.requests)
-    for (_, end), (start, _) in zip(spans, spans[1:]):
+    for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
         assert start >= end  # nothing overlaps: RT waited behind the BE inference submitted
 
 
