@@ -12,6 +12,10 @@ from typing import Any
 from reef_rocm.bench.disb.workload import WorkloadError
 
 DEFAULT_PROFILES = Path(__file__).resolve().parents[3] / "docs" / "results" / "profiles"
+# A profile gives each kernel's time, not its loop structure; simulated blocks get this many
+# loop trips, the unit of the in-kernel poll interval (reef_poll_every) the scheduler sets, so
+# `reset+poll` has poll points to use. An assumption of the model, recorded in the results.
+SIM_LOOP_TRIPS = 32
 
 
 def find_model_package(root: str | Path, model: str, backend: str, arch: str | None) -> Path:
@@ -68,7 +72,8 @@ def sim_package(cache: Path, model: str, profile_path: Path, arch: str, compute_
 
     text = profile_path.read_text()
     profile: dict[str, Any] = json.loads(text)
-    key = hashlib.sha256(f"{arch}/{compute_units}/{text}".encode()).hexdigest()[:12]
+    key = hashlib.sha256(f"{arch}/{compute_units}/{SIM_LOOP_TRIPS}/{text}".encode()).hexdigest()
+    key = key[:12]
     out = cache / f"{model}-sim-{key}"
     if (out / "manifest.json").exists():
         return out
@@ -77,7 +82,7 @@ def sim_package(cache: Path, model: str, profile_path: Path, arch: str, compute_
         return Path(
             sim_package_from_profile(
                 out, profile, name=model, arch=arch, compute_units=compute_units,
-                functional=False,
+                functional=False, loop_trips=SIM_LOOP_TRIPS, poll_arg=True,
             )
         )  # fmt: skip
     except (ValueError, KeyError) as e:
@@ -104,15 +109,16 @@ def synthetic_be_package(cache: Path, kernel_us: float, arch: str, compute_units
     if kernel_us <= 0:
         raise WorkloadError(f"BE kernel length must be > 0 us, got {kernel_us}")
     name = synthetic_be_name(kernel_us)
-    out = cache / f"{name}-{arch}-{compute_units}"
+    out = cache / f"{name}-{arch}-{compute_units}-{SIM_LOOP_TRIPS}"
     if (out / "manifest.json").exists():
         return out
     n = max(1, math.ceil(SYNTHETIC_BE_WORK_US / kernel_us))
     plans = [
         SimKernelPlan(f"be_{i}", grid=2 * compute_units, block=256, duration_us=kernel_us,
-                      blocks_per_cu=1)
+                      blocks_per_cu=1, loop_trips=SIM_LOOP_TRIPS)
         for i in range(n)
     ]  # fmt: skip
     cache.mkdir(parents=True, exist_ok=True)
     return Path(build_sim_package(out, name, plans, functional=False, arch=arch,
-                                  compute_units=compute_units, weights=False))  # fmt: skip
+                                  compute_units=compute_units, weights=False,
+                                  poll_arg=True))  # fmt: skip

@@ -18,6 +18,7 @@ from reef_rocm.bench.disb import arrivals as arr
 from reef_rocm.bench.disb import metrics as met
 from reef_rocm.bench.disb.packages import (
     DEFAULT_PROFILES,
+    SIM_LOOP_TRIPS,
     find_model_package,
     find_profile,
     sim_package,
@@ -394,6 +395,7 @@ class DisbBench:
                 "reference_policy": REFERENCE_POLICY,
                 "overload_threshold": OVERLOAD,
                 "auto_rt_busy_target": AUTO_RT_BUSY_TARGET,
+                **({"sim_loop_trips": SIM_LOOP_TRIPS} if self.simulated else {}),
             },
             "definitions": met.__doc__.strip(),
             "workloads": results,
