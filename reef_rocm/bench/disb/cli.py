@@ -70,14 +70,31 @@ def add_disb_parser(sub: Any) -> None:
     p.add_argument(
         "--profiles",
         default=None,
-        help="sim only: per-kernel profiles directory (default docs/results/profiles)",
+        help="sim only: per-kernel profiles directory (default docs/results/profiles/h200)",
     )
     p.add_argument("--sim-arch", default="sm_90", help="sim only: architecture model")
     p.add_argument(
         "--sim-compute-units",
         type=int,
+        default=None,
+        help="sim only: CUs of the simulated GPU (default 16: a coarse, fast replay)",
+    )
+    p.add_argument(
+        "--sim-max-rounds",
+        type=int,
+        default=None,
+        help="sim only: at most this many rounds of blocks per kernel (default 4)",
+    )
+    p.add_argument(
+        "--sim-exact",
+        action="store_true",
+        help="sim only: replay the profiled grids on the profiled GPU's 132 SMs (slow)",
+    )
+    p.add_argument(
+        "--sim-profile-compute-units",
+        type=int,
         default=132,
-        help="sim only: CUs/SMs of the GPU the profiles were measured on",
+        help="sim only: SMs/CUs of the GPU the profiles were measured on (H200: 132)",
     )
     p.add_argument("--out", default="disb-results", help="results directory")
     p.add_argument(
@@ -173,6 +190,22 @@ def result_stem(doc: dict[str, Any], workload_spec: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+-]", "_", f"disb_{label}_{tag}")
 
 
+def _sim_model_options(args: argparse.Namespace) -> dict[str, Any]:
+    from reef_rocm.bench.disb import runner
+
+    if args.sim_exact:
+        if args.sim_compute_units or args.sim_max_rounds:
+            raise ReefError("--sim-exact replays the profiled grids; drop --sim-compute-units "
+                            "and --sim-max-rounds")  # fmt: skip
+        return {"sim_compute_units": args.sim_profile_compute_units, "sim_max_rounds": None,
+                "sim_profile_compute_units": args.sim_profile_compute_units}  # fmt: skip
+    return {
+        "sim_compute_units": args.sim_compute_units or runner.SIM_COMPUTE_UNITS,
+        "sim_max_rounds": args.sim_max_rounds or runner.SIM_MAX_ROUNDS,
+        "sim_profile_compute_units": args.sim_profile_compute_units,
+    }
+
+
 def cmd_disb(args: argparse.Namespace) -> int:
     from reef_rocm.bench.disb.report import results_table
     from reef_rocm.bench.disb.runner import DisbBench, DisbOptions
@@ -195,7 +228,7 @@ def cmd_disb(args: argparse.Namespace) -> int:
         rt_scale=args.rt_scale,
         be_alone_policy=args.be_alone_policy,
         sim_arch=args.sim_arch,
-        sim_compute_units=args.sim_compute_units,
+        **_sim_model_options(args),
         plots=not args.no_plots,
         progress_bar=False if args.no_progress_bar else None,
     )

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from reef_rocm.bench.disb.workload import WorkloadError
 
-DEFAULT_PROFILES = Path(__file__).resolve().parents[3] / "docs" / "results" / "profiles"
+# per-kernel profiles of the zoo measured on the H200 (runtime.bench --profile-dir)
+DEFAULT_PROFILES = Path(__file__).resolve().parents[3] / "docs" / "results" / "profiles" / "h200"
 # A profile gives each kernel's time, not its loop structure; simulated blocks get this many
 # loop trips, the unit of the in-kernel poll interval (reef_poll_every) the scheduler sets, so
 # `reset+poll` has poll points to use. An assumption of the model, recorded in the results.
@@ -63,17 +66,62 @@ def find_profile(root: str | Path, model: str) -> Path:
     )
 
 
-def sim_package(cache: Path, model: str, profile_path: Path, arch: str, compute_units: int) -> Path:
-    """A simulated package for ``model`` whose kernels replay ``profile_path`` on a sim of
-    ``arch`` with ``compute_units`` CUs (the GPU the profile was measured on); timing only, no
-    functional effects (a benchmark needs the timeline, not the numbers). Built once into
-    ``cache``."""
+@dataclass(frozen=True)
+class SimModel:
+    """How the sim replays profiles. ``profile_compute_units``: SMs/CUs of the GPU the profiles
+    were measured on (132 for the H200). ``compute_units``: CUs of the simulated GPU. With
+    ``max_rounds`` set, each kernel is replayed with at most that many rounds of blocks on the
+    simulated CUs (same duration, fewer and longer blocks): the sim then handles about
+    ``compute_units * max_rounds`` blocks per kernel instead of up to millions per inference
+    (Inception-v3's profile has 2 million). ``max_rounds=None`` and equal CU counts replay the
+    profiled grids exactly. Coarse blocks make waiting for running blocks (``wait``, ``reset``)
+    cost more than on the GPU; poll points (``reset+poll``) are placed per loop trip and are
+    less affected."""
+
+    arch: str = "sm_90"
+    compute_units: int = 132
+    profile_compute_units: int = 132
+    max_rounds: int | None = None
+
+    @property
+    def exact(self) -> bool:
+        return self.max_rounds is None and self.compute_units == self.profile_compute_units
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "exact": self.exact, "loop_trips": SIM_LOOP_TRIPS}
+
+
+def coarsen_profile(profile: dict[str, Any], sim: SimModel) -> dict[str, Any]:
+    """The profile with every kernel's grid re-cut for ``sim`` (durations unchanged). A kernel
+    of ``r`` rounds on the profiled GPU (``ceil(blocks / profile CUs)``, one block per CU as the
+    sim replay assumes) gets ``min(r, max_rounds)`` full rounds on the simulated CUs; a kernel
+    of less than one round keeps its fraction of the GPU."""
+    if sim.exact:
+        return profile
+    out = []
+    for k in profile["kernels"]:
+        blocks = math.prod(int(x) for x in k.get("grid", (1,)))
+        rounds = math.ceil(blocks / sim.profile_compute_units)
+        if rounds <= 1:
+            n = max(1, math.ceil(blocks * sim.compute_units / sim.profile_compute_units))
+        else:
+            n = sim.compute_units * min(rounds, sim.max_rounds or rounds)
+        out.append({**k, "grid": [n, 1, 1], "profiled_grid": k.get("grid")})
+    return {**profile, "kernels": out}
+
+
+def sim_package(cache: Path, model: str, profile_path: Path, sim: SimModel) -> Path:
+    """A simulated package for ``model`` whose kernels replay ``profile_path`` as ``sim`` says;
+    timing only, no functional effects (a benchmark needs the timeline, not the numbers).
+    Built once into ``cache``."""
     from reef_rocm.gpu.sim.packages import sim_package_from_profile
 
     text = profile_path.read_text()
-    profile: dict[str, Any] = json.loads(text)
-    key = hashlib.sha256(f"{arch}/{compute_units}/{SIM_LOOP_TRIPS}/{text}".encode()).hexdigest()
-    key = key[:12]
+    try:
+        profile = coarsen_profile(json.loads(text), sim)
+    except (ValueError, KeyError, TypeError) as e:
+        raise WorkloadError(f"profile {profile_path}: {e}") from None
+    key = hashlib.sha256(f"{sim.as_dict()}/{text}".encode()).hexdigest()[:12]
     out = cache / f"{model}-sim-{key}"
     if (out / "manifest.json").exists():
         return out
@@ -81,7 +129,7 @@ def sim_package(cache: Path, model: str, profile_path: Path, arch: str, compute_
     try:
         return Path(
             sim_package_from_profile(
-                out, profile, name=model, arch=arch, compute_units=compute_units,
+                out, profile, name=model, arch=sim.arch, compute_units=sim.compute_units,
                 functional=False, loop_trips=SIM_LOOP_TRIPS, poll_arg=True,
             )
         )  # fmt: skip
@@ -98,17 +146,16 @@ def synthetic_be_name(kernel_us: float) -> str:
     return f"synthetic-be-{kernel_us:g}us"
 
 
-def synthetic_be_package(cache: Path, kernel_us: float, arch: str, compute_units: int) -> Path:
+def synthetic_be_package(cache: Path, kernel_us: float, sim: SimModel) -> Path:
     """A simulated BE model of ``ceil(SYNTHETIC_BE_WORK_US / kernel_us)`` kernels that each run
     ``kernel_us`` alone on the sim (grid: 2 blocks per CU, so a running kernel occupies the whole
     GPU and a preemption meets blocks of that length)."""
-    import math
-
     from reef_rocm.gpu.sim.packages import SimKernelPlan, build_sim_package
 
     if kernel_us <= 0:
         raise WorkloadError(f"BE kernel length must be > 0 us, got {kernel_us}")
     name = synthetic_be_name(kernel_us)
+    arch, compute_units = sim.arch, sim.compute_units
     out = cache / f"{name}-{arch}-{compute_units}-{SIM_LOOP_TRIPS}"
     if (out / "manifest.json").exists():
         return out

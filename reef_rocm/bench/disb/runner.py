@@ -18,7 +18,7 @@ from reef_rocm.bench.disb import arrivals as arr
 from reef_rocm.bench.disb import metrics as met
 from reef_rocm.bench.disb.packages import (
     DEFAULT_PROFILES,
-    SIM_LOOP_TRIPS,
+    SimModel,
     find_model_package,
     find_profile,
     sim_package,
@@ -50,6 +50,10 @@ AUTO_RT_BUSY_TARGET = 0.5
 # defaults would take minutes per policy; without --duration/--warmup it runs this long.
 SIM_DURATION_S = 0.5
 SIM_WARMUP_S = 0.1
+# Default sim model: a coarse replay (packages.SimModel): 16 simulated CUs, at most 4 rounds of
+# blocks per kernel; --sim-exact replays the profiled grids on 132 SMs (much slower).
+SIM_COMPUTE_UNITS = 16
+SIM_MAX_ROUNDS: int | None = 4
 
 
 @dataclass
@@ -70,7 +74,9 @@ class DisbOptions:
     rt_scale: str | None = None  # None, "auto" or a factor ("0.5")
     be_alone_policy: str = "streams"
     sim_arch: str = "sm_90"  # the H200's architecture model (cuda's capabilities)
-    sim_compute_units: int = 132  # SMs of the H200 the committed profiles were measured on
+    sim_compute_units: int = SIM_COMPUTE_UNITS
+    sim_max_rounds: int | None = SIM_MAX_ROUNDS
+    sim_profile_compute_units: int = 132  # SMs of the H200 the committed profiles come from
     plots: bool = True
     progress_bar: bool | None = None
 
@@ -95,6 +101,12 @@ class DisbBench:
     def __init__(self, options: DisbOptions) -> None:
         self.options = options
         self.simulated = options.backend == "sim"
+        self.sim_model = SimModel(
+            options.sim_arch,
+            options.sim_compute_units,
+            options.sim_profile_compute_units,
+            options.sim_max_rounds,
+        )
         duration, warmup = options.duration_s, options.warmup_s
         if self.simulated:
             duration = SIM_DURATION_S if duration is None else duration
@@ -129,7 +141,7 @@ class DisbBench:
 
         if self.options.backend == "sim":
             return open_device(
-                "sim", arch=self.options.sim_arch, compute_units=self.options.sim_compute_units
+                "sim", arch=self.sim_model.arch, compute_units=self.sim_model.compute_units
             )
         return open_device(self.options.backend)
 
@@ -179,9 +191,7 @@ class DisbBench:
             if self.simulated and not opts.packages:
                 profiles = Path(opts.profiles) if opts.profiles else DEFAULT_PROFILES
                 cache = Path(opts.out) / "sim-packages"
-                self.packages[m] = sim_package(
-                    cache, m, find_profile(profiles, m), opts.sim_arch, opts.sim_compute_units
-                )
+                self.packages[m] = sim_package(cache, m, find_profile(profiles, m), self.sim_model)
             elif opts.packages:
                 self.packages[m] = find_model_package(opts.packages, m, info.backend, info.arch)
             else:
@@ -285,9 +295,7 @@ class DisbBench:
         for us in self.options.sweep_be_kernel_us:
             model = synthetic_be_name(us)
             if model not in self.packages:
-                self.packages[model] = synthetic_be_package(
-                    cache, us, self.options.sim_arch, self.options.sim_compute_units
-                )
+                self.packages[model] = synthetic_be_package(cache, us, self.sim_model)
             be = Client(f"be-{model}", model, "be", Load("closed"))
             clients = (*w.rt_clients, be)
             arr_k = {**arrivals, be.name: None}
@@ -395,7 +403,7 @@ class DisbBench:
                 "reference_policy": REFERENCE_POLICY,
                 "overload_threshold": OVERLOAD,
                 "auto_rt_busy_target": AUTO_RT_BUSY_TARGET,
-                **({"sim_loop_trips": SIM_LOOP_TRIPS} if self.simulated else {}),
+                **({"sim_model": self.sim_model.as_dict()} if self.simulated else {}),
             },
             "definitions": met.__doc__.strip(),
             "workloads": results,
