@@ -10,6 +10,9 @@ same workload gives the same arrivals in every run and for every policy.
 - poisson: exponential gaps of mean ``1/rate`` s from time 0;
 - closed: ``None`` (the scheduler issues the next request when the last one finished);
 - trace: the file's times (microseconds from the start of warm-up), cut at the run's end.
+
+Generated times are rounded to whole microseconds (the resolution every clock here has; it also
+keeps arrival instants exact on the sim's integer-nanosecond clock).
 """
 
 from __future__ import annotations
@@ -100,15 +103,14 @@ def client_arrivals(load: Load, end_us: float, rng: np.random.Generator) -> list
     if load.kind == "closed":
         return None
     if load.kind == "uniform":
-        t = uniform_arrivals(float(load.rate_per_s or 0), end_us, rng)
+        t = np.round(uniform_arrivals(float(load.rate_per_s or 0), end_us, rng))
     elif load.kind == "poisson":
-        t = poisson_arrivals(float(load.rate_per_s or 0), end_us, rng)
+        t = np.round(poisson_arrivals(float(load.rate_per_s or 0), end_us, rng))
     elif load.kind == "trace":
         t = read_trace(load.trace or "")
-        t = t[t < end_us]
     else:
         raise WorkloadError(f"unknown load kind {load.kind!r}")
-    return [float(x) for x in t]
+    return [float(x) for x in t[t < end_us]]
 
 
 def workload_arrivals(workload: Workload) -> dict[str, list[float] | None]:
