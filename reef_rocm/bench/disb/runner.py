@@ -9,6 +9,7 @@ fresh simulated device, so every run starts at virtual time 0 with an idle GPU.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -218,6 +219,11 @@ class DisbBench:
                 for c in clients:
                     h = s.load(str(self.packages[c.model]), priority=c.priority, client=c.name)
                     specs.append(sched.LoadSpec(h, arrivals_us=arrivals[c.name]))
+                if self.simulated:
+                    # start the run on a whole microsecond of the sim's ns clock: with whole-us
+                    # arrivals every arrival instant is then exact (the scheduler's run_load
+                    # spins when origin + arrival rounds below the arrival; reported)
+                    dev.run_until(math.ceil(dev.now_us))
                 # run_load's duration is the whole run, warm-up included; requests that
                 # arrived in the warm-up are not reported
                 run = s.run_load(
