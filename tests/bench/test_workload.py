@@ -129,6 +129,7 @@ def test_not_json_is_refused(tmp_path):
 def test_rt_scale_changes_only_open_loop_rt_rates():
     d = BUILTIN["D"].with_rt_scale(0.5)
     assert d.name == "D@0.5x" and d.base == "D" and d.rt_scale == 0.5
+    assert d.description.endswith("[RT rates x0.5]")
     assert {c.load.rate_per_s for c in d.rt_clients} == {10.0}
     assert all(c.load.kind == "closed" for c in d.be_clients)
     assert d.with_rt_scale(0.5).name == "D@0.25x"

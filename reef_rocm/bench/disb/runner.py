@@ -272,7 +272,10 @@ class DisbBench:
         res["references"] = refs.as_dict()
         res["be_alone"] = be_alone
         res["offered_rt_load"] = offered_rt_load(w, rt_only)
-        res["overloaded"] = res["offered_rt_load"] > OVERLOAD
+        # a closed-loop RT client keeps the GPU busy by design; only open-loop rates overload
+        res["overloaded"] = res["offered_rt_load"] > OVERLOAD and all(
+            c.load.open_loop for c in w.rt_clients
+        )
         for p in self.policies:
             m = rt_only if p == REFERENCE_POLICY else self._step(
                 f"{w.name} {p}", w, p, w.clients, arrivals, cap

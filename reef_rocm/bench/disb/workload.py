@@ -112,11 +112,14 @@ class Workload:
             replace(c, load=c.load.scaled(factor)) if c.priority == "rt" else c
             for c in self.clients
         )
+        scale = self.rt_scale * factor
+        base_desc = self.description.split(" [RT rates x", 1)[0]
         return replace(
             self,
-            name=f"{self.base or self.name}@{self.rt_scale * factor:.3g}x",
+            name=f"{self.base or self.name}@{scale:.3g}x",
+            description=f"{base_desc} [RT rates x{scale:.3g}]" if base_desc else "",
             clients=clients,
-            rt_scale=self.rt_scale * factor,
+            rt_scale=scale,
             base=self.base or self.name,
         )
 
