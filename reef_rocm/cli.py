@@ -17,6 +17,7 @@ SUBCOMMAND_MODULES = (
     "reef_rocm.compiler.cli",  # reef compile
     "reef_rocm.runtime.cli",  # reef profile, reef bench
     "reef_rocm.codeobj.cli",  # reef inspect
+    "reef_rocm.server.cli",  # reef serve
 )
 
 

@@ -71,9 +71,11 @@ def _print_human(r: dict[str, Any]) -> None:
         for k, v in b.get("versions", {}).items():
             print(f"  {k}: {v}")
         for dev, cap in zip(b.get("devices", []), b.get("capabilities", []), strict=False):
+            kfd_node = dev.get("kfd_gpu_id")
             print(
                 f"  [{dev['ordinal']}] {dev['name']} {dev['arch']} {dev['compute_units']} CUs "
                 f"{dev['memory_bytes'] / 2**30:.1f} GiB, driver {dev['driver_version']}"
+                + (f", KFD gpu_id {kfd_node}" if kfd_node is not None else "")
             )
             flags = [k for k, v in cap.items() if v is True]
             print(f"      preemption level {cap['level']}: {', '.join(flags) or 'none'}")

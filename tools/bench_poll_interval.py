@@ -92,10 +92,13 @@ class Workload:
             if "dkp" in v:  # persistent: one wave of physical blocks, grid-stride over all
                 grid = dev.info.compute_units * max(per_cu, 1)
                 cfg = LaunchConfig((grid, 1, 1), self.cfg.block)
+            pre = v.get("preempt", {})
             scalars = {
                 "reef_vblock_begin": 0,
                 "reef_vblock_count": self.nblocks,
                 "reef_grid_blocks": cfg.grid[0],
+                # the poll interval is a launch argument; the variant's name gives its value
+                **{n: pre.get("poll_interval") or 0 for n in pre.get("poll_params", []) if n},
             }
             args = []
             for p in k["params"]:

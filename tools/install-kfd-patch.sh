@@ -11,9 +11,12 @@
 #   --yes         do not ask for confirmation
 # Steps: checks (root, kernel base supported, headers and config, matching Debian kernel
 # source, build tools, Secure Boot and module signing, AMD's amdgpu-dkms, an AMD GPU) ->
-# copy kfd_patch/ to /usr/src/reef-amdgpu-VERSION -> dkms add/build/install -> reload or
-# reboot notice -> verify with REEF_KFD_IOC_QUERY. Any failure after the first change rolls
-# back what was done (dkms remove, source dir removed, stock amdgpu reloaded).
+# copy kfd_patch/ to /usr/src/reef-amdgpu-VERSION -> dkms add/build/install -> depmod ->
+# update-initramfs -u -k VER (Debian's dkms no longer does it, and amdgpu is loaded from
+# the initramfs at boot) -> reload or reboot notice -> wait for /dev/kfd (udevadm settle)
+# -> verify with REEF_KFD_IOC_QUERY on every KFD GPU. Any failure after the first change,
+# and ^C or SIGTERM, rolls back what was done (dkms remove, source dir removed, initramfs
+# rebuilt, stock amdgpu reloaded if it can be).
 # Exit codes: 0 ok (or dry run), 1 failed and rolled back, 2 usage, 3 refused by a check.
 # Test hooks: REEF_KFD_SYSFS (default /sys/class/kfd/kfd), REEF_PCI_SYSFS (default
 # /sys/bus/pci/devices), REEF_EFIVARS (default /sys/firmware/efi/efivars).
@@ -38,7 +41,7 @@ while [ $# -gt 0 ]; do
 	--reload) RELOAD=yes; shift ;;
 	--no-reload) RELOAD=no; shift ;;
 	--yes|-y) YES=1; shift ;;
-	-h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+	-h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d'; exit 0 ;;
 	*) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
 	esac
 done
@@ -108,13 +111,14 @@ else
 fi
 
 missing=""
-for t in dkms make gcc patch tar xz depmod modprobe; do
+for t in dkms make gcc patch tar xz depmod modprobe update-initramfs udevadm; do
 	command -v "$t" > /dev/null 2>&1 || missing="$missing $t"
 done
 if [ -z "$missing" ]; then
-	check_ok "tools (dkms make gcc patch tar xz depmod modprobe)"
+	check_ok "tools (dkms make gcc patch tar xz depmod modprobe update-initramfs udevadm)"
 else
-	refuse "tools" "missing:$missing (apt-get install dkms build-essential patch xz-utils kmod)"
+	refuse "tools" "missing:$missing (apt-get install dkms build-essential patch xz-utils" \
+		"kmod initramfs-tools udev)"
 fi
 
 # Secure Boot: the variable's 5th byte (after 4 attribute bytes) is 1 when enabled.
@@ -188,25 +192,40 @@ DID_COPY=0
 DID_ADD=0
 DID_INSTALL=0
 DID_RELOAD=0
+ROLLING_BACK=0
 rollback() {
+	[ "$ROLLING_BACK" = 0 ] || return 0
+	ROLLING_BACK=1
+	trap '' INT TERM	# finish undoing before giving up
 	say "rolling back"
 	if [ "$DID_INSTALL" = 1 ] || [ "$DID_ADD" = 1 ]; then
 		run dkms remove -m "$PKG" -v "$VER" --all || true
 		run depmod -a "$KVER" || true
+		# the initramfs may already hold the patched module
+		run update-initramfs -u -k "$KVER" ||
+			say "update-initramfs failed: run 'update-initramfs -u -k $KVER' before rebooting"
 	fi
 	[ "$DID_COPY" = 0 ] || run rm -rf "$DEST"
 	if [ "$DID_RELOAD" = 1 ]; then
-		run modprobe -r amdgpu && run modprobe amdgpu || \
-			say "could not reload the stock amdgpu: reboot to get it back"
+		# Not fatal: a busy amdgpu stays loaded until the next boot
+		if run modprobe -r amdgpu; then
+			run modprobe amdgpu || say "could not load the stock amdgpu: reboot to get it back"
+		else
+			say "amdgpu is in use and cannot be unloaded: reboot to get the stock module back"
+		fi
 	fi
-	say "rolled back; the system has the stock amdgpu module again"
+	say "rolled back; the stock amdgpu module is installed again"
 	exit 1
 }
+# ^C or SIGTERM half-way through (e.g. during the long dkms build) undoes what was done
+trap 'say "interrupted"; rollback' INT TERM
 
-# 1. the DKMS source tree (replace an older registration of the same version)
-if [ -n "$old" ]; then
-	run dkms remove -m "$PKG" -v "$VER" --all > /dev/null 2>&1 || true
-fi
+# 1. the DKMS source tree (replace every older registration: two versions of the package
+#    would both provide amdgpu.ko)
+for v in $(dkms status -m "$PKG" 2> /dev/null | sed -nE "s#^$PKG/([^,:]+).*#\1#p" | sort -u); do
+	run dkms remove -m "$PKG" -v "$v" --all > /dev/null 2>&1 || true
+	[ "$v" = "$VER" ] || run rm -rf "/usr/src/$PKG-$v"
+done
 run rm -rf "$DEST"
 run mkdir -p "$DEST" || rollback
 DID_COPY=1
@@ -219,6 +238,9 @@ run dkms build -m "$PKG" -v "$VER" -k "$KVER" || rollback
 run dkms install -m "$PKG" -v "$VER" -k "$KVER" --force || rollback
 DID_INSTALL=1
 run depmod -a "$KVER" || rollback
+# Debian's dkms no longer rebuilds the initramfs; without this the stock amdgpu from the
+# old initramfs is what loads at boot.
+run update-initramfs -u -k "$KVER" || rollback
 
 # 5. activate: reload now if possible, else ask for a reboot
 activate=reboot
@@ -242,18 +264,21 @@ fi
 
 # 6. verify
 if [ "$activate" = reboot ]; then
-	say "installed for $KVER; reboot to load it, then verify with: python3 -m reef_rocm.rocm.kfd"
+	say "installed for $KVER; reboot to load it, then verify with:" \
+		"python3 -m reef_rocm.rocm.kfd --require-patch --require-gpu"
 	run modinfo -k "$KVER" -n amdgpu || true
 	if [ "$DRY" = 1 ]; then
 		echo "[dry-run] (for the running kernel with amdgpu unused, or --reload, instead:" \
-			"modprobe -r amdgpu; modprobe amdgpu; python3 -m reef_rocm.rocm.kfd" \
-			"--require-patch; on failure: dkms remove, rm -rf $DEST, reload stock amdgpu)"
+			"modprobe -r amdgpu; modprobe amdgpu; udevadm settle; python3 -m" \
+			"reef_rocm.rocm.kfd --require-patch --require-gpu; on failure: dkms remove," \
+			"rm -rf $DEST, update-initramfs, reload stock amdgpu)"
 	fi
 else
-	run sleep 2
+	# /dev/kfd and the topology appear when udev has processed the new module's events
+	run udevadm settle --timeout=30 || say "udevadm settle timed out; verifying anyway"
 	if ! run env PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" \
-		python3 -m reef_rocm.rocm.kfd --require-patch; then
-		say "verification failed: REEF_KFD_IOC_QUERY does not answer"
+		python3 -m reef_rocm.rocm.kfd --require-patch --require-gpu; then
+		say "verification failed: REEF_KFD_IOC_QUERY does not answer for every KFD GPU"
 		rollback
 	fi
 fi
@@ -267,4 +292,5 @@ if [ "$DRY" = 1 ]; then
 	fi
 	exit 0
 fi
+trap - INT TERM
 say "done: $PKG $VER installed for $KVER and verified"

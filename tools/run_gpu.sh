@@ -12,6 +12,10 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu-out}
+# short card name for result files (models_h200.json, ...): from nvidia-smi unless given
+CARD_TAG=${CARD_TAG:-$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 |
+	grep -oiE '[A-Z][0-9]{2,4}' | head -1 | tr 'A-Z' 'a-z')}
+CARD_TAG=${CARD_TAG:-gpu}
 mkdir -p "$OUT"
 PY=${PYTHON:-python3}
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
@@ -40,19 +44,20 @@ for stage in "${@:-doctor tests launch}"; do
 		$PY -m reef_rocm.cli doctor
 		$PY -m reef_rocm.cli doctor --json >"$OUT/doctor.json" ;;
 	tests)
-		tests=${GPU_TESTS:-$(ls tests/gpu/test_cuda_backend.py tests/*/test_*gpu*.py 2>/dev/null)}
+		tests=${GPU_TESTS:-$(grep -l 'mark.gpu' -r tests --include='test_*.py' | sort)}
 		# shellcheck disable=SC2086
 		$PY -m pytest -m gpu -q -p no:cacheprovider --junitxml="$OUT/gpu-tests.xml" $tests \
 			2>&1 | tee "$OUT/gpu-tests.log" | tail -n 40
 		[ "${PIPESTATUS[0]}" = 0 ] || status=1 ;;
 	launch)
-		$PY tools/bench_launch.py --out "$OUT/launch_cost_h100.json" || status=1 ;;
+		$PY tools/bench_launch.py --out "$OUT/launch_cost_$CARD_TAG.json" || status=1 ;;
 	models)
+		# per-kernel profiles too: the scheduler's device-queue cap and the sim replay use them
 		$PY -m reef_rocm.runtime.bench --packages .carry/packages \
-			--out "$OUT/models_h100.json" || status=1 ;;
+			--out "$OUT/models_$CARD_TAG.json" --profile-dir "$OUT/profiles" || status=1 ;;
 	poll)
 		$PY tools/bench_poll_interval.py --fixtures .carry/transform \
-			--out "$OUT/poll_interval_h100.json" || status=1 ;;
+			--out "$OUT/poll_interval_$CARD_TAG.json" || status=1 ;;
 	*)
 		echo "unknown stage $stage" >&2; status=2 ;;
 	esac

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import gzip
 import hashlib
@@ -21,20 +22,25 @@ from typing import Any
 import numpy as np
 
 from reef_rocm import __version__
+from reef_rocm.compiler.launch_bounds import plain_blocks_per_sm, with_min_blocks
 from reef_rocm.compiler.targets import TargetSpec, parse_target
 from reef_rocm.errors import ModelError, UnsupportedError
 from reef_rocm.package.manifest import (
+    DKP_VARIANTS,
     MANIFEST_FILE,
+    PREEMPTIBLE_VARIANTS,
     VARIANTS,
     Buffer,
+    LaunchRecord,
     Manifest,
+    PreemptLaunch,
     Variant,
     idempotence_violations,
 )
 from reef_rocm.package.weights import GENERATOR
 
 DEFAULT_SEED = 0
-COMPILER_REVISION = 3  # bump when the compiler's output changes for the same inputs
+COMPILER_REVISION = 4  # bump when the compiler's output changes for the same inputs
 
 
 def cache_dir() -> Path:
@@ -87,14 +93,34 @@ def _transform_module() -> Any | None:
     return transform
 
 
+@dataclass(frozen=True)
+class VariantRecipe:
+    """How one packaged variant is made from the scheduled kernels: the TVM pass that
+    makes it (None: the kernels as scheduled) applied to the module of the variant it
+    builds on (``after``; None: the scheduled kernels). The pass comes from
+    reef_rocm.compiler.transform, called with the compile's poll interval."""
+
+    make_pass: Callable[[Any, int | None], Any] | None
+    after: str | None = None
+
+
+# one row per manifest variant (VARIANTS), in build order: a variant comes after the one
+# it builds on. dkp_be is the DKP rewrite of the preemptible kernels (the other order is
+# refused by the transform: persistent blocks would miss the flag).
+VARIANT_RECIPES: dict[str, VariantRecipe] = {
+    "plain": VariantRecipe(None),
+    "preemptible": VariantRecipe(lambda t, poll: t.preemptible_pass(poll)),
+    "dkp": VariantRecipe(lambda t, poll: t.dkp_pass()),
+    "dkp_be": VariantRecipe(lambda t, poll: t.dkp_pass(), after="preemptible"),
+}
+assert tuple(VARIANT_RECIPES) == VARIANTS, "one recipe per manifest variant, in order"
+
+
 def available_variants() -> list[str]:
-    t = _transform_module()
-    out = ["plain"]
-    if t is not None and hasattr(t, "make_preemptible"):
-        out.append("preemptible")
-    if t is not None and hasattr(t, "make_dkp_ready"):
-        out.append("dkp")
-    return out
+    """plain, and every transformed variant when reef_rocm.compiler.transform imports."""
+    if _transform_module() is None:
+        return ["plain"]
+    return list(VARIANT_RECIPES)
 
 
 def resolve_variants(requested: str | list[str] | None) -> list[str]:
@@ -116,13 +142,31 @@ def resolve_variants(requested: str | list[str] | None) -> list[str]:
     return [v for v in VARIANTS if v in names]
 
 
-def _apply_variant(name: str, mod: Any, poll_interval: int | None) -> Any:
-    if name == "plain":
-        return mod
+def _preempt_launches(variant: str, mod: Any, kernels: list[LaunchRecord]) -> None:
+    """Give each kernel of a preemptible variant its ``preempt`` record, from the
+    transform's ``reef.preemptible`` attribute of its PrimFunc: what the slot counts and
+    which launch argument sets the poll interval (matched by name: the host/device split
+    need not keep the kernels of one PrimFunc in order)."""
+    if variant not in PREEMPTIBLE_VARIANTS:
+        return
     t = _transform_module()
-    if name == "preemptible":
-        return t.make_preemptible(mod, poll_interval=poll_interval)
-    return t.make_dkp_ready(mod)
+    counts = "virtual_blocks" if variant in DKP_VARIANTS else "blocks"
+    for k in kernels:
+        info = t.preempt_info(mod[k.func])
+        reef = {a["name"] for a in k.args if a["kind"] == "reef_param"}
+        mine = [i for i, n in enumerate(info["poll_params"]) if n is not None and n in reef]
+        if len(mine) > 1:
+            raise UnsupportedError(f"{k.name}: takes {len(mine)} poll interval arguments")
+        if mine:
+            (i,) = mine
+            k.preempt = PreemptLaunch(
+                slot_counts=counts,
+                poll_param=info["poll_params"][i],
+                loop_trips=info["loop_trips"][i],
+                default_poll_every=int(info["poll_interval"] or 0),
+            )
+        else:
+            k.preempt = PreemptLaunch(slot_counts=counts)
 
 
 def _dkp_infos(mod: Any) -> dict[str, list[dict[str, Any]]]:
@@ -130,7 +174,7 @@ def _dkp_infos(mod: Any) -> dict[str, list[dict[str, Any]]]:
     DKP-ready functions of ``mod``: the transform's own record of each kernel's original
     grid, block, virtual block count and parameters."""
     t = _transform_module()
-    if t is None or not hasattr(t, "dkp_info"):
+    if t is None:
         return {}
     return {
         gv.name_hint: t.dkp_info(f)
@@ -140,10 +184,17 @@ def _dkp_infos(mod: Any) -> dict[str, list[dict[str, Any]]]:
 
 
 def _transform_hash() -> str:
+    """Hash of the sources that shape the transformed variants (the transform package and
+    the launch bounds)."""
     t = _transform_module()
     if t is None or not getattr(t, "__file__", None):
         return "none"
-    return hashlib.sha256(Path(t.__file__).read_bytes()).hexdigest()[:16]
+    h = hashlib.sha256()
+    for f in sorted(Path(t.__file__).parent.glob("*.py")) + [Path(__file__).with_name(
+        "launch_bounds.py"
+    )]:  # fmt: skip
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:16]
 
 
 # ------------------------------------------------------------------ compile
@@ -265,75 +316,128 @@ def _compile(
         "relax pipeline (legalize, fuse, dlight schedules)",
         lambda: build_plan(src.mod, target, len(src.inputs), [p.name for p in src.params]),
     )
-    files: dict[str, Any] = {}
-    variants: dict[str, Variant] = {}
-    pending: dict[str, Future] = {}
-    pool = ThreadPoolExecutor(max_workers=max(1, min(len(names), os.cpu_count() or 1)))
-    try:
-        skipped: dict[str, str] = {}
-        _variants(src, spec, names, poll, prog, plan, target, files, variants, pending, pool,
-                  generate_code, optional, skipped)  # fmt: skip
-        manifest = _finish(src, spec, seed, reference, prog, plan, files, variants)
-        if skipped:
-            manifest.model["skipped_variants"] = skipped
-        for rel, fut in pending.items():
-            files[rel] = prog.step(f"nvcc -> {rel} (waiting)", fut.result)
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-    return manifest, files
+    with _VariantBuild(spec, plan, target, poll, prog, generate_code, optional) as vb:
+        for name in names:
+            vb.build(name)
+        manifest = _finish(src, spec, seed, reference, prog, plan, vb.files, vb.variants)
+        if vb.skipped:
+            manifest.model["skipped_variants"] = vb.skipped
+        vb.wait_for_binaries()
+    return manifest, vb.files
 
 
-def _variants(
-    src: Any, spec: TargetSpec, names: list[str], poll: int | None, prog: Progress, plan: Any,
-    target: Any, files: dict[str, Any], variants: dict[str, Variant],
-    pending: dict[str, Future], pool: ThreadPoolExecutor, generate_code: bool,
-    optional: frozenset[str], skipped: dict[str, str],
-) -> None:  # fmt: skip
-    from reef_rocm.compiler.codegen import codegen, compile_cuda
-    from reef_rocm.compiler.kernels import (
-        bind_kernels,
-        lower_kernels,
-        primfunc_param_dtypes,
-        primfunc_param_names,
-    )
+class _VariantBuild:
+    """Builds the variants of one compile: transform (VARIANT_RECIPES), TIR lowering,
+    launch records, code generation; nvcc runs in worker threads meanwhile.
 
-    for name in names:
+    ``files`` (package path -> bytes), ``variants`` (name -> Variant) and ``skipped``
+    (variant -> why) are the results; ``close()`` stops the workers.
+    """
+
+    def __init__(
+        self, spec: TargetSpec, plan: Any, target: Any, poll: int | None, prog: Progress,
+        generate_code: bool, optional: frozenset[str],
+    ) -> None:  # fmt: skip
+        self.spec, self.plan, self.target, self.poll = spec, plan, target, poll
+        self.prog, self.generate_code, self.optional = prog, generate_code, optional
+        self.files: dict[str, Any] = {}
+        self.variants: dict[str, Variant] = {}
+        self.skipped: dict[str, str] = {}
+        self._pending: dict[str, Future] = {}  # binary path -> nvcc's cubin
+        self._modules: dict[str, Any] = {}  # transformed module per variant (recipes reuse)
+        self._plain_cuda: tuple[str, Future] | None = None  # plain CUDA source, cubin
+        self._plain_blocks: dict[str, int] | None = None
+        self._pool = ThreadPoolExecutor(max_workers=max(1, min(len(VARIANTS), os.cpu_count() or 1)))
+
+    def __enter__(self) -> _VariantBuild:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def module(self, name: str) -> Any:
+        """The scheduled kernels transformed for variant ``name`` (and what it builds on)."""
+        if name not in self._modules:
+            recipe = VARIANT_RECIPES[name]
+            base = self.plan.kernels_mod if recipe.after is None else self.module(recipe.after)
+            if recipe.make_pass is None:
+                self._modules[name] = base
+            else:
+                t = _transform_module()
+                t.register_lowerings()
+                self._modules[name] = recipe.make_pass(t, self.poll)(base)
+        return self._modules[name]
+
+    def build(self, name: str) -> None:
+        from reef_rocm.compiler.kernels import (
+            bind_kernels,
+            lower_kernels,
+            primfunc_param_dtypes,
+            primfunc_param_names,
+        )
+
+        prog = self.prog
         try:
-            vmod = prog.step(
-                f"{name}: transform", lambda n=name: _apply_variant(n, plan.kernels_mod, poll)
-            )
-            build = prog.step(f"{name}: TIR lowering", lambda m=vmod: lower_kernels(m, target))
+            vmod = prog.step(f"{name}: transform", lambda: self.module(name))
+            build = prog.step(f"{name}: TIR lowering", lambda: lower_kernels(vmod, self.target))
             kernels = bind_kernels(
-                plan.calls, build, primfunc_param_names(vmod), primfunc_param_dtypes(vmod),
+                self.plan.calls, build, primfunc_param_names(vmod), primfunc_param_dtypes(vmod),
                 _dkp_infos(vmod),
             )  # fmt: skip
+            _preempt_launches(name, vmod, kernels)
         except Exception as e:
-            if name == "plain" or name not in optional:
+            if name == "plain" or name not in self.optional:
                 raise
             # a variant we were not asked for by name (auto) must not cost the whole package:
             # build without it and say why in the manifest
             msg = str(e).strip().splitlines()[-1][:300] if str(e).strip() else type(e).__name__
             prog.note(f"{name}: variant skipped: {msg}")
-            skipped[name] = msg
-            continue
-        if not generate_code:
-            variants[name] = Variant(name, "", "", kernels)
-            continue
-        co = prog.step(
+            self.skipped[name] = msg
+            return
+        if not self.generate_code:
+            self.variants[name] = Variant(name, "", "", kernels)
+            return
+        self.variants[name] = self._codegen(name, build, kernels)
+        prog.note(f"{name}: {len(kernels)} kernels")
+
+    def _codegen(self, name: str, build: Any, kernels: list[LaunchRecord]) -> Variant:
+        from reef_rocm.compiler.codegen import codegen, compile_cuda
+
+        spec = self.spec
+        co = self.prog.step(
             f"{name}: codegen ({'CUDA source' if spec.kind == 'cuda' else 'LLVM + ld.lld'})",
-            lambda b=build: codegen(b.device_mod, b.target, spec.arch, nvcc=False),
+            lambda: codegen(build.device_mod, build.target, spec.arch, nvcc=False),
         )
+        if name != "plain" and spec.kind == "cuda" and self._plain_cuda is not None:
+            # keep the plain kernels' blocks per SM: __launch_bounds__(T, plain blocks/SM)
+            co = dataclasses.replace(co, source=with_min_blocks(co.source, self._blocks()))
         # sources are large (dlight unrolls: ~40 KB of CUDA per conv kernel) and only read
         # by people and tools, so they are stored gzipped (mtime 0: reproducible bytes)
         src_rel = f"kernels/{name}{co.source_ext}.gz"
         bin_rel = f"kernels/{name}{co.binary_ext}"
-        files[src_rel] = gzip.compress(co.source.encode(), compresslevel=6, mtime=0)
+        self.files[src_rel] = gzip.compress(co.source.encode(), compresslevel=6, mtime=0)
         if co.binary:
-            files[bin_rel] = co.binary
+            self.files[bin_rel] = co.binary
         else:  # nvcc runs in a worker while TVM goes on with the next variant / reference
-            pending[bin_rel] = pool.submit(compile_cuda, co.source, spec.arch)
-        variants[name] = Variant(name, bin_rel, src_rel, kernels)
-        prog.note(f"{name}: {len(kernels)} kernels")
+            self._pending[bin_rel] = self._pool.submit(compile_cuda, co.source, spec.arch)
+            if name == "plain":
+                self._plain_cuda = (co.source, self._pending[bin_rel])
+        return Variant(name, bin_rel, src_rel, kernels)
+
+    def _blocks(self) -> dict[str, int]:
+        """Resident blocks per SM of each plain kernel (waits for the plain cubin)."""
+        if self._plain_blocks is None:
+            assert self._plain_cuda is not None
+            source, cubin = self._plain_cuda
+            self._plain_blocks = plain_blocks_per_sm(cubin.result(), self.spec.arch, source)
+        return self._plain_blocks
+
+    def wait_for_binaries(self) -> None:
+        for rel, fut in self._pending.items():
+            self.files[rel] = self.prog.step(f"nvcc -> {rel} (waiting)", fut.result)
 
 
 def _finish(

@@ -47,8 +47,10 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--poll-interval",
         type=int,
-        default=None,
-        help="preemptible variant: poll the flag every N outer-loop iterations",
+        default=16,
+        help="preemptible variants: give loops longer than N poll points; N is the default "
+        "of the kernels' reef_poll_every launch argument (the scheduler passes its own per "
+        "kernel, so one binary serves every interval); 0 = no poll points (default 16)",
     )
     p.add_argument("--force", action="store_true", help="rebuild even if cached")
     p.add_argument("--no-reference", action="store_true", help="skip the CPU reference")
@@ -87,7 +89,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
     for m in models:
         r = compile_model(
             m, spec.name, out_dir=args.out, variants=args.variants, seed=args.seed,
-            poll_interval=args.poll_interval, force=args.force, progress=not args.quiet,
+            poll_interval=args.poll_interval or None, force=args.force,
+            progress=not args.quiet,
             reference=not args.no_reference,
         )  # fmt: skip
         kernels = {v: len(x.kernels) for v, x in r.manifest.variants.items()}

@@ -20,6 +20,7 @@ from reef_rocm.package.manifest import DKP_ROLES, DkpLaunch, LaunchRecord
 
 PREEMPT_FLAG = "reef_preempt_flag"
 COMPLETION_SLOT = "reef_completion_slot"
+POLL_EVERY = "reef_poll_every"  # the preemptible variants' poll interval (``_i`` suffixed)
 # base names of the DKP parameters, in the order transform.dkp_func lists them in each
 # kernel's "reef.dkp" entry ("params": [begin, count, grid]); only used to check that order
 _DKP_BASE_NAMES = ("reef_vblock_begin", "reef_vblock_count", "reef_grid_blocks")
@@ -149,32 +150,99 @@ def _host_kernel_calls(host: Any, device_funcs: dict[str, Any]) -> list[dict[str
                 args.append({"param": idx})
             else:  # a constant the lowering folded in
                 args.append({"scalar": _const_int(a, f"{name} argument"), "dtype": str(a.dtype)})
+        loads, stores = _accessed_params(dev)
         kernels.append(
-            {
-                "name": name,
-                "launch": launch,
-                "args": args,
-                "stores": _stored_params(dev),
-            }
+            {"name": name, "launch": launch, "args": args, "loads": loads, "stores": stores}
         )
     return kernels
 
 
-def _stored_params(dev: Any) -> list[int]:
-    """Indices of the device kernel's pointer parameters it stores to."""
+def _accessed_params(dev: Any) -> tuple[list[int], list[int]]:
+    """(loads, stores): indices of the device kernel's pointer parameters whose incoming
+    contents it reads, and those it writes to.
+
+    Stores: buffer stores, and calls that take a parameter's address (atomics, intrinsics
+    that store through a pointer: ``tvm_access_ptr`` by its read/write mask, any other call
+    as read and write; the coherent flag read, an ``atomic_add`` of 0 or ``__ldcv``, only
+    reads). Loads: the same calls, and buffer loads except those of an element this kernel
+    stored earlier in program order at a structurally equal index (a reduction that
+    initialises its output and then accumulates into it, as dlight's fallback schedule
+    does, reads only what it wrote itself, so a re-run starts afresh). The walk is post
+    order, which is program order here: a store's value is read before the store.
+    """
     import tvm
+    import tvm_ffi
 
     decls = _decl_map(dev.body)
     params = list(dev.params)
-    stored: set[int] = set()
+    loads: set[int] = set()
+    stores: set[int] = set()
+    address_of = tvm.ir.Op.get("tirx.address_of")
+    access_ptr = tvm.ir.Op.get("tirx.tvm_access_ptr")
+    atomic_add = tvm.ir.Op.get("tirx.atomic_add")
+    load_type = type(tvm.tirx.decl_buffer((1,), "int8")[0])  # BufferLoad (ir.TensorLoad)
+    address_loads: list[Any] = []  # loads that only name an address for a call
+    stored: dict[int, list[Any]] = {}  # param -> indices stored so far
 
-    def visit(s: Any) -> None:
-        idx = _resolve(s.buffer, decls, params)
+    def param_of(x: Any) -> int | None:
+        """The parameter whose memory a call argument points into (``&buf[i]`` or the
+        pointer itself); a loaded value is not an address."""
+        if isinstance(x, tvm.ir.Call) and x.op.same_as(address_of):
+            if isinstance(x.args[0], load_type):
+                return _resolve(x.args[0].source, decls, params)
+            return None
+        if type(x).__name__ == "Var":
+            return _resolve(x, {}, params)
+        return None
+
+    def visit_call(c: Any) -> None:
+        if c.op.same_as(access_ptr):
+            idx = _resolve(c.args[1], {}, params)
+            mask = int(c.args[4]) if len(c.args) > 4 else 3
+            if idx is not None:
+                if mask & 1:
+                    loads.add(idx)
+                if mask & 2:
+                    stores.add(idx)
+            return
+        read_only = (
+            c.op.same_as(atomic_add)
+            and isinstance(c.args[1], tvm.tirx.IntImm)
+            and int(c.args[1].value) == 0
+        ) or (getattr(c.op, "name", "") == "tirx.call_extern" and str(c.args[0]) == "__ldcv")
+        for a in c.args:
+            idx = param_of(a)
+            if idx is None:
+                continue
+            loads.add(idx)
+            if not read_only:
+                stores.add(idx)
+
+    def visit_store(st: Any) -> None:
+        idx = _resolve(st.buffer, decls, params)
         if idx is not None:
-            stored.add(idx)
+            stores.add(idx)
+            stored.setdefault(idx, []).append(st.indices)
 
-    _walk(dev.body, tvm.tirx.BufferStore, visit)
-    return sorted(stored)
+    def visit_load(x: Any) -> None:
+        idx = _resolve(x.source, decls, params)
+        if idx is None or any(x.same_as(a) for a in address_loads):
+            return
+        own = any(tvm_ffi.structural_equal(x.indices, i) for i in stored.get(idx, ()))
+        if not own:
+            loads.add(idx)
+
+    # address_of(buf[i]) arguments first, so that the main walk can skip them as loads
+    _walk(
+        dev.body, tvm.ir.Call,
+        lambda c: address_loads.append(c.args[0]) if c.op.same_as(address_of) else None,
+    )  # fmt: skip
+    tvm_ffi.structural_walk(
+        dev.body,
+        [(tvm.tirx.BufferStore, visit_store), (load_type, visit_load), (tvm.ir.Call, visit_call)],
+        order="post",
+    )
+    return sorted(loads), sorted(stores)
 
 
 def lower_kernels(kernels_mod: Any, target: Any) -> DeviceBuild:
@@ -269,13 +337,7 @@ def bind_kernels(
                 # default launch: one physical block per virtual block (the plain grid,
                 # flattened); with vblock_begin=0, vblock_count=N it computes what plain does
                 dims["blockIdx.x"] = dkp.virtual_blocks
-            writes = sorted(
-                {
-                    args[j]["id"]
-                    for j in k["stores"]
-                    if j < len(args) and args[j]["kind"] == "buffer"
-                }
-            )
+            writes, loads = _buffer_ids(args, k["stores"]), _buffer_ids(args, k["loads"])
             out.append(
                 LaunchRecord(
                     name=k["name"],
@@ -285,15 +347,25 @@ def bind_kernels(
                     shared_mem=dims.get(_DYN_SHMEM, 0),
                     args=args,
                     writes=writes,
+                    loads=loads,
                     launch_params=launch_params,
                     dkp=dkp,
                 )  # fmt: skip
             )
             if dkp is not None:
-                unknown = {a["name"] for a in args if a["kind"] == "reef_param"} - set(dkp.params)
+                # the preemptible DKP variant's poll interval is no DKP role
+                unknown = {
+                    a["name"] for a in args
+                    if a["kind"] == "reef_param" and not a["name"].startswith(POLL_EVERY)
+                } - set(dkp.params)  # fmt: skip
                 if unknown:
                     raise UnsupportedError(f"{k['name']}: reef_ parameters {unknown} have no role")
     return out
+
+
+def _buffer_ids(args: list[dict[str, Any]], params: list[int]) -> list[int]:
+    """Buffer ids bound to the kernel parameters ``params`` (indices into ``args``)."""
+    return sorted({args[j]["id"] for j in params if j < len(args) and args[j]["kind"] == "buffer"})
 
 
 def _dkp_launch(

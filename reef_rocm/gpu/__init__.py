@@ -25,12 +25,13 @@ from reef_rocm.gpu.api import (
     LaunchConfig,
     Module,
     PreemptLevel,
+    Resource,
     Stream,
     Vendor,
 )
 from reef_rocm.gpu.params import ParamBlock
 
-BACKENDS = ("hip", "cuda", "sim")
+BACKENDS = ("hip", "cuda", "sim", "hsa")  # hsa: our own AQL queues; by name only
 # auto-selection order: AMD first (the project's primary target), then NVIDIA. Never sim.
 _AUTO_ORDER = ("hip", "cuda")
 
@@ -50,6 +51,7 @@ __all__ = [
     "Module",
     "ParamBlock",
     "PreemptLevel",
+    "Resource",
     "Stream",
     "Vendor",
     "open_device",

@@ -12,9 +12,11 @@ import abc
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
-from reef_rocm.errors import UnsupportedError
+import numpy as np
+
+from reef_rocm.errors import GpuError, UnsupportedError
 from reef_rocm.gpu.params import ParamBlock
 
 
@@ -82,6 +84,9 @@ class DeviceInfo:
     driver_version: str = ""
     runtime_version: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    #: KFD topology ``gpu_id`` of this GPU (AMD): what the reef KFD patch's ioctls name a GPU
+    #: by. None where there is no KFD or the node could not be matched for sure.
+    kfd_gpu_id: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -140,29 +145,56 @@ class DevicePtr:
         return self.value
 
 
-class DeviceBuffer(abc.ABC):
+def _legacy_alias(verb: str) -> Any:
+    def alias(self: Resource) -> None:
+        self.close()
+
+    alias.__name__ = alias.__qualname__ = verb
+    alias.__doc__ = f"Old name of ``close()``; kept while the sim backend still defines {verb}()."
+    alias._reef_alias = True  # type: ignore[attr-defined]
+    return alias
+
+
+class Resource(abc.ABC):  # noqa: B024 - the abstract methods are in the subclasses
+    """Something that holds a driver object: ``close()`` releases it (idempotent: a second
+    close does nothing) and ``with`` closes it on exit.
+
+    Backends implement ``close()``. The verbs used before ``close()`` existed (buffers'
+    ``free``, streams' and events' ``destroy``, modules' ``unload``) remain as aliases of it;
+    a backend that still defines only the old verb gets ``close()`` routed to it.
+    """
+
+    _legacy_verb: ClassVar[str] = ""
+
+    def close(self) -> None:
+        impl = getattr(type(self), self._legacy_verb, None) if self._legacy_verb else None
+        if impl is None or getattr(impl, "_reef_alias", False):
+            raise NotImplementedError(f"{type(self).__name__} does not implement close()")
+        impl(self)
+
+    def __enter__(self) -> Any:  # Any: each subclass returns itself
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class DeviceBuffer(Resource):
     """Device memory. ``ptr`` is the device address; passing the buffer as a kernel argument
     passes that address."""
 
     ptr: int
     nbytes: int
+    _legacy_verb = "free"
+    free = _legacy_alias("free")
 
     def offset(self, nbytes: int) -> DevicePtr:
         if not 0 <= nbytes <= self.nbytes:
             raise ValueError(f"offset {nbytes} outside buffer of {self.nbytes} bytes")
         return DevicePtr(self.ptr + nbytes)
 
-    @abc.abstractmethod
-    def free(self) -> None: ...
 
-    def __enter__(self) -> DeviceBuffer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.free()
-
-
-class HostMappedBuffer(abc.ABC):
+class HostMappedBuffer(Resource):
     """Pinned host memory the GPU can access directly.
 
     ``host`` is a numpy uint8 view of it on the host, ``ptr`` the address kernels use.
@@ -171,12 +203,14 @@ class HostMappedBuffer(abc.ABC):
     ptr: int
     nbytes: int
     host: Any  # numpy.ndarray of uint8
+    _legacy_verb = "free"
+    free = _legacy_alias("free")
 
-    @abc.abstractmethod
-    def free(self) -> None: ...
 
+class Event(Resource):
+    _legacy_verb = "destroy"
+    destroy = _legacy_alias("destroy")
 
-class Event(abc.ABC):
     @abc.abstractmethod
     def record(self, stream: Stream) -> None: ...
 
@@ -191,14 +225,13 @@ class Event(abc.ABC):
     def elapsed_ms(self, end: Event) -> float:
         """Milliseconds from this event to ``end`` (both recorded and completed)."""
 
-    @abc.abstractmethod
-    def destroy(self) -> None: ...
 
-
-class Stream(abc.ABC):
+class Stream(Resource):
     """An in-order queue of device work."""
 
     priority: int
+    _legacy_verb = "destroy"
+    destroy = _legacy_alias("destroy")
 
     @abc.abstractmethod
     def synchronize(self) -> None: ...
@@ -215,9 +248,6 @@ class Stream(abc.ABC):
 
     @abc.abstractmethod
     def wait_event(self, event: Event) -> None: ...
-
-    @abc.abstractmethod
-    def destroy(self) -> None: ...
 
 
 class BoundLaunch(abc.ABC):
@@ -236,11 +266,23 @@ class BoundLaunch(abc.ABC):
 
 
 class Kernel(abc.ABC):
-    name: str
+    """One kernel of a loaded module. ``module`` is the Module it came from."""
 
-    @abc.abstractmethod
+    name: str
+    module: Module
+
     def bind(self, config: LaunchConfig, args: Sequence[Any]) -> BoundLaunch:
-        """Pack ``args`` (buffers, DevicePtr, numpy scalars) once for repeated launches."""
+        """Pack ``args`` (buffers, DevicePtr, numpy scalars) once for repeated launches.
+
+        Checks the block shape against the device's limit, then asks the backend's
+        ``_bind`` to pack. A backend may instead override ``bind`` whole (the sim does).
+        """
+        check_block_size(self.name, config, self.module.device.info.max_threads_per_block)
+        return self._bind(config, args)
+
+    def _bind(self, config: LaunchConfig, args: Sequence[Any]) -> BoundLaunch:
+        """Backend hook: pack ``args`` and build the launch (shape already checked)."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither bind nor _bind")
 
     def launch(self, stream: Stream, config: LaunchConfig, *args: Any) -> None:
         """Convenience one-off launch; hot paths keep the BoundLaunch instead."""
@@ -257,21 +299,58 @@ class Kernel(abc.ABC):
         """Occupancy as the runtime computes it: resident blocks per SM/CU."""
 
 
-class Module(abc.ABC):
-    """A loaded code object (cubin/PTX on NVIDIA, HSACO on AMD, a kernel model in sim)."""
+class Module(Resource):
+    """A loaded code object (cubin/PTX on NVIDIA, HSACO on AMD, a kernel model in sim).
 
-    @abc.abstractmethod
-    def get_kernel(self, name: str) -> Kernel: ...
+    ``get_kernel`` looks each name up once (``_load_kernel``, the backend hook) and caches
+    the Kernel; ``close()`` unloads the code object and forgets the cache.
+    """
 
-    @abc.abstractmethod
-    def unload(self) -> None: ...
+    device: Device
+    _legacy_verb = "unload"
+    unload = _legacy_alias("unload")
+
+    def get_kernel(self, name: str) -> Kernel:
+        cache: dict[str, Kernel] = self.__dict__.setdefault("_kernel_cache", {})
+        kernel = cache.get(name)
+        if kernel is None:
+            try:
+                kernel = cache[name] = self._load_kernel(name)
+            except GpuError as e:
+                raise GpuError(e.call, e.code, f"kernel {name!r} not found in module") from e
+        return kernel
+
+    def _load_kernel(self, name: str) -> Kernel:
+        """Backend hook: look kernel ``name`` up in the loaded code object (GpuError if
+        absent)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} implements neither get_kernel nor _load_kernel"
+        )
+
+    def _forget_kernels(self) -> None:
+        self.__dict__.pop("_kernel_cache", None)
 
 
-class Device(abc.ABC):
-    """One GPU seen through one backend."""
+class Device(Resource):
+    """One GPU seen through one backend.
+
+    The base class holds what every backend shares: copy and memset validation (the backend
+    implements ``_copy_to_device`` / ``_copy_to_host`` / ``_memset32`` on checked raw
+    addresses), ``make_current`` for threads, and the optional preemption verbs, which raise
+    UnsupportedError unless the capability says otherwise. ``close()`` releases the device's
+    context; the default has nothing to release.
+    """
 
     info: DeviceInfo
     capabilities: Capabilities
+
+    def close(self) -> None:  # noqa: B027 - only some backends hold a context
+        """Release the device's context. Default: nothing to release."""
+
+    def make_current(self) -> None:  # noqa: B027 - only some backends keep per-thread state
+        """Bind this device to the calling thread. Every thread that uses the device (the
+        scheduler's, the server's) calls it once before its first call. cuda: the primary
+        context becomes current; hip: ``hipSetDevice``. Default: no per-thread state."""
 
     @abc.abstractmethod
     def create_stream(self, priority: int = 0, cu_mask: Sequence[int] | None = None) -> Stream:
@@ -295,7 +374,6 @@ class Device(abc.ABC):
     @abc.abstractmethod
     def alloc_host_mapped(self, nbytes: int) -> HostMappedBuffer: ...
 
-    @abc.abstractmethod
     def copy_to_device(
         self, dst: DeviceBuffer | DevicePtr, src: Any, stream: Stream | None = None
     ) -> None:
@@ -304,24 +382,43 @@ class Device(abc.ABC):
         With a stream the copy is ordered in it (the host array must stay alive until the
         stream synchronizes); without one it is synchronous.
         """
+        addr, n = host_address(src)
+        check_copy_size(dst, n)
+        self._copy_to_device(device_address(dst), addr, n, stream)
 
-    @abc.abstractmethod
     def copy_to_host(
         self, dst: Any, src: DeviceBuffer | DevicePtr, stream: Stream | None = None
     ) -> None:
         """Copy device memory into a writable C-contiguous numpy array (dst.nbytes bytes)."""
+        addr, n = host_address(_writable_array(dst))
+        check_copy_size(src, n)
+        self._copy_to_host(addr, device_address(src), n, stream)
 
-    @abc.abstractmethod
     def memset32(
         self, dst: DeviceBuffer | DevicePtr, value: int, count: int, stream: Stream | None = None
     ) -> None:
-        """Set ``count`` 32-bit words to ``value``.
+        """Set ``count`` 32-bit words to ``value`` (any int that fits 32 bits, signed or not).
 
         With a stream the memset is ordered in it (asynchronous); without one it is
         synchronous. Housekeeping the scheduler relies on (slot resets, flag clears) always
         passes an explicit stream: the legacy null stream is not ordered against the
         project's non-blocking streams.
         """
+        if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
+            raise ValueError(f"memset32 count must be a non-negative int, got {count!r}")
+        pattern = u32(value)
+        check_copy_size(dst, 4 * count)
+        self._memset32(device_address(dst), pattern, int(count), stream)
+
+    # backend hooks: addresses are checked ints, ``stream`` is None or one of this backend's
+    def _copy_to_device(self, dst: int, src: int, nbytes: int, stream: Stream | None) -> None:
+        raise NotImplementedError(f"{type(self).__name__} cannot copy to the device")
+
+    def _copy_to_host(self, dst: int, src: int, nbytes: int, stream: Stream | None) -> None:
+        raise NotImplementedError(f"{type(self).__name__} cannot copy to the host")
+
+    def _memset32(self, dst: int, pattern: int, count: int, stream: Stream | None) -> None:
+        raise NotImplementedError(f"{type(self).__name__} cannot memset")
 
     @abc.abstractmethod
     def create_event(self, timing: bool = True) -> Event: ...
@@ -334,7 +431,13 @@ class Device(abc.ABC):
 
         Process-wide, as the hardware kill is: raise the preempt flag first so the killed
         kernels' remaining blocks leave at start, and launch RT work only after this returns.
-        Returns what the backend can tell about the kill (e.g. waves or blocks killed).
+
+        Returns the number of blocks (work-groups) killed when the backend can count them,
+        0 when it knows that none of this process's blocks was running, and -1 when blocks
+        may have been killed but the backend cannot count them (hip: the KFD patch reports
+        only which VMIDs it hit). The caller learns which kernels lost blocks from their
+        completion slots, not from this number.
+
         Only where ``capabilities.wave_kill``; otherwise UnsupportedError.
         """
         raise UnsupportedError(
@@ -349,15 +452,6 @@ class Device(abc.ABC):
             f"{self.info.backend} device {self.info.name!r} cannot reset a device queue "
             "(capability queue_reset is off)"
         )
-
-    def close(self) -> None:  # noqa: B027 - optional hook: only some backends hold a context
-        """Release the context. Default: nothing to release."""
-
-    def __enter__(self) -> Device:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 @dataclass
@@ -394,8 +488,6 @@ def device_address(target: Any) -> int:
 
 def host_address(array: Any) -> tuple[int, int]:
     """(address, nbytes) of a C-contiguous numpy array or bytes-like object, for copies."""
-    import numpy as np
-
     if isinstance(array, (bytes, bytearray, memoryview)):
         array = np.frombuffer(array, dtype=np.uint8)
     if not isinstance(array, np.ndarray):
@@ -411,3 +503,28 @@ def check_copy_size(target: Any, nbytes: int) -> None:
     size = getattr(target, "nbytes", None)
     if size is not None and nbytes > size:
         raise ValueError(f"copy of {nbytes} bytes into/from a buffer of {size} bytes")
+
+
+def u32(value: int) -> int:
+    """The 32-bit pattern of ``value`` as an unsigned int; -1 and 0xFFFFFFFF are the same
+    pattern. ValueError for anything that does not fit 32 bits."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"32-bit value must be an int, got {value!r}")
+    if not -(2**31) <= value < 2**32:
+        raise ValueError(f"value {value} does not fit in 32 bits")
+    return int(value) & 0xFFFFFFFF
+
+
+def check_block_size(kernel: str, config: LaunchConfig, limit: int) -> None:
+    """UnsupportedError when ``config``'s block has more threads than the device allows."""
+    if config.threads_per_block > limit:
+        raise UnsupportedError(
+            f"kernel {kernel}: {config.threads_per_block} threads per block exceeds the "
+            f"device limit of {limit}"
+        )
+
+
+def _writable_array(dst: Any) -> Any:
+    if not isinstance(dst, np.ndarray) or not dst.flags.writeable:
+        raise TypeError(f"copy_to_host needs a writable numpy array, got {type(dst).__name__}")
+    return dst

@@ -33,9 +33,8 @@ from reef_rocm.gpu.api import (
     Module,
     Stream,
     Vendor,
-    check_copy_size,
     device_address,
-    host_address,
+    u32,
 )
 from reef_rocm.gpu.params import ParamBlock
 
@@ -80,7 +79,7 @@ class CudaBuffer(DeviceBuffer):
         self.ptr = int(self._handle)
         self.nbytes = nbytes
 
-    def free(self) -> None:
+    def close(self) -> None:
         if self._handle is not None:
             self._device.make_current()
             _check("cuMemFree", _cu().cuMemFree(self._handle))
@@ -90,7 +89,10 @@ class CudaBuffer(DeviceBuffer):
 
 class CudaHostMappedBuffer(HostMappedBuffer):
     def __init__(self, device: CudaDevice, nbytes: int) -> None:
+        if nbytes <= 0:
+            raise ValueError(f"allocation size must be positive, got {nbytes}")
         cu = _cu()
+        self._device = device
         flags = cu.CU_MEMHOSTALLOC_DEVICEMAP | cu.CU_MEMHOSTALLOC_PORTABLE
         self._host_ptr = int(_check("cuMemHostAlloc", cu.cuMemHostAlloc(nbytes, flags)))
         self.nbytes = nbytes
@@ -100,11 +102,13 @@ class CudaHostMappedBuffer(HostMappedBuffer):
         raw = (ctypes.c_uint8 * nbytes).from_address(self._host_ptr)
         self.host = np.frombuffer(raw, dtype=np.uint8)
 
-    def free(self) -> None:
+    def close(self) -> None:
         if self._host_ptr:
-            self.host = np.empty(0, dtype=np.uint8)
+            self.host = np.empty(0, dtype=np.uint8)  # drop the view before the memory goes
+            self._device.make_current()
             _check("cuMemFreeHost", _cu().cuMemFreeHost(self._host_ptr))
             self._host_ptr = 0
+            self.ptr = 0
 
 
 # ---------------------------------------------------------------------------------------
@@ -143,16 +147,17 @@ class CudaStream(Stream):
             cu.cuStreamWriteValue32(
                 self.handle,
                 device_address(target),
-                value & 0xFFFFFFFF,
+                u32(value),
                 cu.CUstreamWriteValue_flags.CU_STREAM_WRITE_VALUE_DEFAULT,
             ),
         )
 
     def wait_event(self, event: Event) -> None:
-        assert isinstance(event, CudaEvent)
+        if not isinstance(event, CudaEvent):
+            raise TypeError(f"expected a CudaEvent, got {type(event).__name__}")
         _check("cuStreamWaitEvent", _cu().cuStreamWaitEvent(self.handle, event.handle, 0))
 
-    def destroy(self) -> None:
+    def close(self) -> None:
         if self.handle is not None:
             _check("cuStreamDestroy", _cu().cuStreamDestroy(self.handle))
             self.handle = None
@@ -169,8 +174,7 @@ class CudaEvent(Event):
         self.handle = _check("cuEventCreate", cu.cuEventCreate(flags))
 
     def record(self, stream: Stream) -> None:
-        assert isinstance(stream, CudaStream)
-        _check("cuEventRecord", _cu().cuEventRecord(self.handle, stream.handle))
+        _check("cuEventRecord", _cu().cuEventRecord(self.handle, _stream_handle(stream)))
 
     def synchronize(self) -> None:
         _check("cuEventSynchronize", _cu().cuEventSynchronize(self.handle))
@@ -183,13 +187,14 @@ class CudaEvent(Event):
         _check("cuEventQuery", (err,))
         return True
 
-    def destroy(self) -> None:
+    def close(self) -> None:
         if self.handle is not None:
             _check("cuEventDestroy", _cu().cuEventDestroy(self.handle))
             self.handle = None
 
     def elapsed_ms(self, end: Event) -> float:
-        assert isinstance(end, CudaEvent)
+        if not isinstance(end, CudaEvent):
+            raise TypeError(f"expected a CudaEvent, got {type(end).__name__}")
         return float(
             _check("cuEventElapsedTime", _cu().cuEventElapsedTime(self.handle, end.handle))
         )
@@ -247,7 +252,7 @@ def _launch_entry_point() -> int:
 class CudaKernel(Kernel):
     def __init__(self, module: CudaModule, name: str) -> None:
         self.name = name
-        self._module = module
+        self.module = module
         self.handle = _check(
             "cuModuleGetFunction", _cu().cuModuleGetFunction(module.handle, name.encode())
         )
@@ -275,11 +280,7 @@ class CudaKernel(Kernel):
             )
         )
 
-    def bind(self, config: LaunchConfig, args: Sequence[Any]) -> CudaBoundLaunch:
-        if config.threads_per_block > 1024:
-            raise UnsupportedError(
-                f"kernel {self.name}: {config.threads_per_block} threads per block exceeds 1024"
-            )
+    def _bind(self, config: LaunchConfig, args: Sequence[Any]) -> CudaBoundLaunch:
         return CudaBoundLaunch(self, config, ParamBlock(args))
 
 
@@ -287,27 +288,22 @@ class CudaModule(Module):
     def __init__(self, device: CudaDevice, image: bytes) -> None:
         if not image:
             raise ValueError("empty module image")
-        self._device = device
+        self.device: CudaDevice = device
         data = bytes(image)
         if not data.startswith(b"\x7fELF") and not data.endswith(b"\0"):
             data += b"\0"  # PTX text must be NUL-terminated for cuModuleLoadData
         self._image = data  # the driver may read it lazily; keep it alive
         self.handle = _check("cuModuleLoadData", _cu().cuModuleLoadData(data))
-        self._kernels: dict[str, CudaKernel] = {}
 
-    def get_kernel(self, name: str) -> CudaKernel:
-        k = self._kernels.get(name)
-        if k is None:
-            try:
-                k = self._kernels[name] = CudaKernel(self, name)
-            except GpuError as e:
-                raise GpuError(e.call, e.code, f"kernel {name!r} not found in module") from e
-        return k
+    def _load_kernel(self, name: str) -> CudaKernel:
+        return CudaKernel(self, name)
 
-    def unload(self) -> None:
+    def close(self) -> None:
         if self.handle is not None:
+            self.device.make_current()
             _check("cuModuleUnload", _cu().cuModuleUnload(self.handle))
             self.handle = None
+            self._forget_kernels()
 
 
 # ---------------------------------------------------------------------------------------
@@ -382,7 +378,9 @@ class CudaDevice(Device):
         self.capabilities = CUDA_CAPABILITIES
 
     def make_current(self) -> None:
-        """Bind this device's context to the calling thread (needed once per new thread)."""
+        """Bind this device's primary context to the calling thread (once per new thread)."""
+        if self._ctx is None:
+            raise BackendUnavailable(f"CUDA device {self.info.ordinal} was closed")
         _check("cuCtxSetCurrent", _cu().cuCtxSetCurrent(self._ctx))
 
     def create_stream(self, priority: int = 0, cu_mask: Sequence[int] | None = None) -> CudaStream:
@@ -403,43 +401,32 @@ class CudaDevice(Device):
     def alloc_host_mapped(self, nbytes: int) -> CudaHostMappedBuffer:
         return CudaHostMappedBuffer(self, nbytes)
 
-    def copy_to_device(self, dst: Any, src: Any, stream: Stream | None = None) -> None:
-        addr, n = host_address(src)
-        check_copy_size(dst, n)
+    def _copy_to_device(self, dst: int, src: int, nbytes: int, stream: Stream | None) -> None:
         cu = _cu()
         if stream is None:
-            _check("cuMemcpyHtoD", cu.cuMemcpyHtoD(device_address(dst), addr, n))
+            _check("cuMemcpyHtoD", cu.cuMemcpyHtoD(dst, src, nbytes))
         else:
             _check(
-                "cuMemcpyHtoDAsync",
-                cu.cuMemcpyHtoDAsync(device_address(dst), addr, n, stream.handle),  # type: ignore[attr-defined]
+                "cuMemcpyHtoDAsync", cu.cuMemcpyHtoDAsync(dst, src, nbytes, _stream_handle(stream))
             )
 
-    def copy_to_host(self, dst: Any, src: Any, stream: Stream | None = None) -> None:
-        if not isinstance(dst, np.ndarray) or not dst.flags.writeable:
-            raise TypeError("copy_to_host needs a writable numpy array")
-        addr, n = host_address(dst)
-        check_copy_size(src, n)
+    def _copy_to_host(self, dst: int, src: int, nbytes: int, stream: Stream | None) -> None:
         cu = _cu()
         if stream is None:
-            _check("cuMemcpyDtoH", cu.cuMemcpyDtoH(addr, device_address(src), n))
+            _check("cuMemcpyDtoH", cu.cuMemcpyDtoH(dst, src, nbytes))
         else:
             _check(
-                "cuMemcpyDtoHAsync",
-                cu.cuMemcpyDtoHAsync(addr, device_address(src), n, stream.handle),  # type: ignore[attr-defined]
+                "cuMemcpyDtoHAsync", cu.cuMemcpyDtoHAsync(dst, src, nbytes, _stream_handle(stream))
             )
 
-    def memset32(self, dst: Any, value: int, count: int, stream: Stream | None = None) -> None:
-        if count < 0:
-            raise ValueError(f"count must be non-negative, got {count}")
-        check_copy_size(dst, 4 * count)
+    def _memset32(self, dst: int, pattern: int, count: int, stream: Stream | None) -> None:
         cu = _cu()
         if stream is None:
-            _check("cuMemsetD32", cu.cuMemsetD32(device_address(dst), value & 0xFFFFFFFF, count))
+            _check("cuMemsetD32", cu.cuMemsetD32(dst, pattern, count))
         else:
             _check(
                 "cuMemsetD32Async",
-                cu.cuMemsetD32Async(device_address(dst), value & 0xFFFFFFFF, count, stream.handle),  # type: ignore[attr-defined]
+                cu.cuMemsetD32Async(dst, pattern, count, _stream_handle(stream)),
             )
 
     def create_event(self, timing: bool = True) -> CudaEvent:
@@ -449,9 +436,16 @@ class CudaDevice(Device):
         _check("cuCtxSynchronize", _cu().cuCtxSynchronize())
 
     def close(self) -> None:
+        """Release this device's hold on the primary context (idempotent)."""
         if self._ctx is not None:
             _check("cuDevicePrimaryCtxRelease", _cu().cuDevicePrimaryCtxRelease(self._dev))
             self._ctx = None
+
+
+def _stream_handle(stream: Stream) -> Any:
+    if not isinstance(stream, CudaStream):
+        raise TypeError(f"expected a CudaStream, got {type(stream).__name__}")
+    return stream.handle
 
 
 def _bindings_version() -> str:

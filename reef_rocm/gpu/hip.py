@@ -2,9 +2,10 @@
 
 REEF's mechanisms map onto HIP like this: the preempt flag is written with
 ``hipStreamWriteValue32`` on a side stream; BE kernels read it at block start; CU masks
-(``hipExtStreamCreateWithCUMask``) partition compute units; killing running waves and
-resetting a device queue need the reef KFD patch (``reef_rocm.rocm.kfd``), so ``wave_kill``
-and ``queue_reset`` are only reported where that patch answers for this GPU's KFD node.
+(``hipExtStreamCreateWithCUMask``) partition compute units; killing running waves needs the
+reef KFD patch (``reef_rocm.rocm.kfd``), so ``wave_kill`` is only reported where that patch
+answers for this GPU's KFD node. ``queue_reset`` is never reported: the patch's RESET_QUEUE
+names a queue by its ring address, which HIP streams hide.
 
 The launch path packs arguments once (ParamBlock) and every launch is then one
 ``hipModuleLaunchKernel`` call whose pointer arguments are hip-python wrapper objects built
@@ -14,22 +15,21 @@ through (``fromPyobj`` returns it), so nothing is converted or allocated by us p
 hip-python returns ``(hipError_t, *outputs)`` tuples; every status is checked and a failure
 raises ``GpuError(call, code, message)``. hip-python dlopens libamdhip64 on the first call
 and raises RuntimeError when the library or one symbol is missing; ``probe`` turns that
-into ``available=False`` with the reason. See docs/hip_backend.md.
+into ``available=False`` with the reason. What differs between hip-python's release lines
+(6.x/7.x and 10.x) lives in ``_hip_compat``. See docs/hip_backend.md.
 """
 
 from __future__ import annotations
 
 import ctypes
 import dataclasses
-import importlib
-import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from reef_rocm.errors import BackendUnavailable, GpuError, UnsupportedError
+from reef_rocm.gpu import _hip_compat
 from reef_rocm.gpu.api import (
     BackendReport,
     BoundLaunch,
@@ -45,43 +45,17 @@ from reef_rocm.gpu.api import (
     Module,
     Stream,
     Vendor,
-    check_copy_size,
     device_address,
-    host_address,
+    u32,
 )
 from reef_rocm.gpu.params import ParamBlock
 
-#: Where KFD publishes its topology; one directory per node (CPUs and GPUs).
-KFD_TOPOLOGY_NODES = "/sys/class/kfd/kfd/topology/nodes"
-
 LAUNCH_FORMS = ("params", "extra")
-
-_hip_mod: Any = None
 
 
 def _hip() -> Any:
-    """The hip-python ``hip`` module, imported on first use (the one seam tests replace)."""
-    global _hip_mod
-    if _hip_mod is None:
-        try:
-            _hip_mod = importlib.import_module("hip").hip
-        except (ImportError, AttributeError) as e:
-            raise BackendUnavailable(
-                "hip-python is not installed (pip install 'reef_rocm[rocm]'; pick the "
-                "hip-python release matching your ROCm, see docs/hip_backend.md)"
-            ) from e
-    return _hip_mod
-
-
-def _pointer_types() -> tuple[Any, Any]:
-    """hip-python's ``ListOfPointer`` and ``HipModuleLaunchKernel_extra`` wrapper classes.
-
-    Taken from the module that defines them, not from ``_hip()``, so that a test's
-    recording stand-in for the function module still gets the real wrapper types.
-    """
-    types = importlib.import_module("rocm.bindings.util.types")
-    helpers = importlib.import_module("rocm.bindings._hip_helpers")
-    return types.ListOfPointer, helpers.HipModuleLaunchKernel_extra
+    """hip-python's function module (``hip.hip``), loaded on first use."""
+    return _hip_compat.bindings().hip
 
 
 def _text(s: Any) -> str:
@@ -115,16 +89,9 @@ def _check(call: str, result: Any) -> Any:
     return result[1] if len(result) == 2 else tuple(result[1:])
 
 
-def _u32(value: int) -> int:
-    """A 32-bit pattern as an unsigned int (hipStreamWriteValue32 takes uint32_t)."""
-    if not -(2**31) <= value < 2**32:
-        raise ValueError(f"value {value} does not fit in 32 bits")
-    return value & 0xFFFFFFFF
-
-
 def _i32(value: int) -> int:
     """A 32-bit pattern as a signed int (hipMemsetD32 takes ``int value``)."""
-    v = _u32(value)
+    v = u32(value)
     return v - 2**32 if v >= 2**31 else v
 
 
@@ -154,36 +121,8 @@ def _format_version(v: int) -> str:
     return f"{v // 10_000_000}.{v // 100_000 % 100}.{v % 100_000}"
 
 
-def _bindings_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return "hip-python " + version("hip-python")
-    except Exception:  # metadata missing in odd installs: version is informational only
-        return "hip-python (unknown version)"
-
-
-def _bindings_hip_version() -> str:
-    """The HIP release hip-python was generated against ('7.15.26333-...')."""
-    try:
-        return str(importlib.import_module("rocm.version").HIP_VERSION_NAME)
-    except Exception:  # older hip-python without rocm.version: informational only
-        return ""
-
-
 # ---------------------------------------------------------------------------------------
 # KFD node of a HIP device, and what the reef KFD patch offers for it
-
-
-def _read_properties(path: Path) -> dict[str, int]:
-    props: dict[str, int] = {}
-    for line in path.read_text().splitlines():
-        key, _, value = line.partition(" ")
-        try:
-            props[key] = int(value)
-        except ValueError:
-            continue
-    return props
 
 
 def kfd_gpu_id(
@@ -191,65 +130,60 @@ def kfd_gpu_id(
     pci_bus: int,
     pci_device: int,
     uuid: bytes | None = None,
-    nodes_dir: str | os.PathLike[str] = KFD_TOPOLOGY_NODES,
+    nodes: Sequence[Any] | None = None,
 ) -> int | None:
     """KFD ``gpu_id`` of the GPU at PCI ``domain:bus:device``, or None if not known for sure.
 
-    KFD's node properties carry ``domain`` and ``location_id`` = bus << 8 | device << 3 |
-    function (bits 28+ hold the partition number on partitioned GPUs). HIP ordinals do not
-    follow KFD node order (HIP_VISIBLE_DEVICES, CPU nodes first), so the PCI address is the
-    join key. Where several nodes share it (a partitioned GPU), ``uuid`` (hipDeviceGetUuid:
-    the 16 hex digits ROCr prints after "GPU-") must match ``unique_id``; otherwise None,
-    because a kill ioctl aimed at a guessed gpu_id would hit the wrong GPU.
+    ``nodes`` are the GPU nodes of ``reef_rocm.rocm.kfd.topology_gpus()`` (read when not
+    given). KFD's node properties carry ``domain`` and ``location_id`` = bus << 8 | device
+    << 3 | function (bits 28+ hold the partition number on partitioned GPUs). HIP ordinals do
+    not follow KFD node order (HIP_VISIBLE_DEVICES, CPU nodes first), so the PCI address is
+    the join key. Where several nodes share it (a partitioned GPU), ``uuid``
+    (hipDeviceGetUuid: the 16 hex digits ROCr prints after "GPU-") must match
+    ``unique_id``; otherwise None, because a kill ioctl aimed at a guessed gpu_id would hit
+    the wrong GPU. A node without PCI fields never matches.
     """
-    root = Path(nodes_dir)
-    try:
-        nodes = sorted(root.iterdir())
-    except OSError:
-        return None
-    candidates: list[tuple[int, dict[str, int]]] = []
+    if nodes is None:
+        from reef_rocm.rocm import kfd
+
+        nodes = kfd.topology_gpus()
+    candidates = []
     for node in nodes:
-        try:
-            gpu_id = int((node / "gpu_id").read_text().strip() or 0)
-            props = _read_properties(node / "properties")
-        except (OSError, ValueError):
+        loc = getattr(node, "location_id", None)
+        if loc is None:  # the topology reader did not give the PCI location
             continue
-        if gpu_id == 0:  # CPU node
-            continue
-        loc = props.get("location_id", -1)
         if (
-            props.get("domain", 0) == pci_domain
+            getattr(node, "domain", None) == pci_domain
             and (loc >> 8) & 0xFF == pci_bus
             and (loc >> 3) & 0x1F == pci_device
         ):
-            candidates.append((gpu_id, props))
+            candidates.append(node)
     if len(candidates) == 1:
-        return candidates[0][0]
+        return int(candidates[0].gpu_id)
     if len(candidates) > 1 and uuid:
         try:
             unique = int(uuid.rstrip(b"\0").decode("ascii"), 16)
         except (UnicodeDecodeError, ValueError):
             return None
-        matches = [g for g, p in candidates if p.get("unique_id") == unique]
+        matches = [n for n in candidates if getattr(n, "unique_id", None) == unique]
         if len(matches) == 1:
-            return matches[0]
+            return int(matches[0].gpu_id)
     return None
 
 
-def _kfd_capabilities(gpu_id: int | None) -> tuple[bool, bool]:
-    """(wave_kill, queue_reset) for KFD node ``gpu_id``, from the reef KFD patch's QUERY.
+def _kfd_wave_kill(gpu_id: int | None) -> bool:
+    """Whether the reef KFD patch's QUERY offers KILL_WAVES for KFD node ``gpu_id``.
 
     ``kfd_status`` never raises; a GPU whose node could not be matched (``gpu_id`` None)
-    gets neither, so a kill is never aimed at a guessed GPU. queue_reset is reported as
-    the driver offers it; HIP streams do not expose their ring address, so using it needs
-    the HSA queue manager (Device.clear_queue stays unsupported on plain HIP streams).
+    gets no kill, so a kill is never aimed at a guessed GPU. RESET_QUEUE is not used here:
+    it names a queue by its ring address, which HIP streams do not expose, so this backend
+    never reports ``queue_reset`` (the HSA queue backend is where a reset can be aimed).
     """
     if gpu_id is None:
-        return False, False
+        return False
     from reef_rocm.rocm import kfd
 
-    status = kfd.kfd_status()
-    return status.supports(gpu_id, "kill_waves"), status.supports(gpu_id, "reset_queue")
+    return kfd.kfd_status().supports(gpu_id, "kill_waves")
 
 
 # ---------------------------------------------------------------------------------------
@@ -266,7 +200,7 @@ class HipBuffer(DeviceBuffer):
         self.ptr = int(self._handle)
         self.nbytes = nbytes
 
-    def free(self) -> None:
+    def close(self) -> None:
         if self._handle is not None:
             _check("hipFree", _hip().hipFree(self._handle))
             self._handle = None
@@ -290,7 +224,7 @@ class HipHostMappedBuffer(HostMappedBuffer):
         raw = (ctypes.c_uint8 * nbytes).from_address(self._host_ptr)
         self.host = np.frombuffer(raw, dtype=np.uint8)
 
-    def free(self) -> None:
+    def close(self) -> None:
         if self._host is not None:
             self.host = np.empty(0, dtype=np.uint8)  # drop the view before the memory goes
             _check("hipHostFree", _hip().hipHostFree(self._host))
@@ -349,7 +283,7 @@ class HipStream(Stream):
     ) -> None:
         _check(
             "hipStreamWriteValue32",
-            _hip().hipStreamWriteValue32(self.handle, device_address(target), _u32(value), 0),
+            _hip().hipStreamWriteValue32(self.handle, device_address(target), u32(value), 0),
         )
 
     def wait_event(self, event: Event) -> None:
@@ -357,7 +291,7 @@ class HipStream(Stream):
             raise TypeError(f"expected a HipEvent, got {type(event).__name__}")
         _check("hipStreamWaitEvent", _hip().hipStreamWaitEvent(self.handle, event.handle, 0))
 
-    def destroy(self) -> None:
+    def close(self) -> None:
         if self.handle is not None:
             _check("hipStreamDestroy", _hip().hipStreamDestroy(self.handle))
             self.handle = None
@@ -395,7 +329,7 @@ class HipEvent(Event):
             _check("hipEventElapsedTime", _hip().hipEventElapsedTime(self.handle, end.handle))
         )
 
-    def destroy(self) -> None:
+    def close(self) -> None:
         if self.handle is not None:
             _check("hipEventDestroy", _hip().hipEventDestroy(self.handle))
             self.handle = None
@@ -422,8 +356,11 @@ class HipBoundLaunch(BoundLaunch):
     ) -> None:
         if form not in LAUNCH_FORMS:
             raise ValueError(f"launch form must be one of {LAUNCH_FORMS}, got {form!r}")
-        hip = _hip()
-        list_of_pointer, launch_extra = _pointer_types()
+        bindings = _hip_compat.bindings()
+        hip = bindings.hip
+        # the wrapper types this hip-python release converts these two arguments through:
+        # an argument already of that type passes straight through, unconverted
+        list_of_pointer, launch_extra = bindings.kernel_params_type, bindings.launch_extra_type
         self.kernel = kernel
         self.config = config
         self.params = params
@@ -453,7 +390,7 @@ class HipBoundLaunch(BoundLaunch):
 class HipKernel(Kernel):
     def __init__(self, module: HipModule, name: str) -> None:
         self.name = name
-        self._module = module
+        self.module = module
         self.handle = _check(
             "hipModuleGetFunction", _hip().hipModuleGetFunction(module.handle, name.encode())
         )
@@ -482,47 +419,35 @@ class HipKernel(Kernel):
             )
         )
 
-    def bind(self, config: LaunchConfig, args: Sequence[Any]) -> HipBoundLaunch:
-        limit = self._module.device.info.max_threads_per_block
-        if config.threads_per_block > limit:
-            raise UnsupportedError(
-                f"kernel {self.name}: {config.threads_per_block} threads per block exceeds "
-                f"the device limit of {limit}"
-            )
-        return HipBoundLaunch(self, config, ParamBlock(args), self._module.device.launch_form)
+    def _bind(self, config: LaunchConfig, args: Sequence[Any]) -> HipBoundLaunch:
+        return HipBoundLaunch(self, config, ParamBlock(args), self.module.device.launch_form)
 
 
 class HipModule(Module):
     def __init__(self, device: HipDevice, image: bytes) -> None:
         if not image:
             raise ValueError("empty module image")
-        self.device = device
+        self.device: HipDevice = device
         self._image = bytes(image)  # the runtime may read the image lazily; keep it alive
         device.make_current()
         self.handle = _check("hipModuleLoadData", _hip().hipModuleLoadData(self._image))
-        self._kernels: dict[str, HipKernel] = {}
 
-    def get_kernel(self, name: str) -> HipKernel:
-        k = self._kernels.get(name)
-        if k is None:
-            try:
-                k = self._kernels[name] = HipKernel(self, name)
-            except GpuError as e:
-                raise GpuError(e.call, e.code, f"kernel {name!r} not found in module") from e
-        return k
+    def _load_kernel(self, name: str) -> HipKernel:
+        return HipKernel(self, name)
 
-    def unload(self) -> None:
+    def close(self) -> None:
         if self.handle is not None:
             _check("hipModuleUnload", _hip().hipModuleUnload(self.handle))
             self.handle = None
-            self._kernels.clear()
+            self._forget_kernels()
 
 
 # ---------------------------------------------------------------------------------------
 # device
 
 
-#: What HIP offers REEF on any AMD GPU; wave_kill/queue_reset come from the KFD patch.
+#: What HIP offers REEF on any AMD GPU; wave_kill comes from the KFD patch. queue_reset stays
+#: off: a HIP stream's ring address is hidden, so no reset can be aimed at one.
 HIP_CAPABILITIES = Capabilities(
     stream_write_value=True,
     stream_priorities=True,
@@ -535,14 +460,13 @@ HIP_CAPABILITIES = Capabilities(
 
 
 def _device_info(ordinal: int) -> DeviceInfo:
-    hip = _hip()
-    props = _check("hipGetDeviceProperties", hip.hipGetDeviceProperties(ordinal))
+    bindings = _hip_compat.bindings()
+    hip = bindings.hip
+    err, props = bindings.device_properties(ordinal)
+    _check("hipGetDeviceProperties", (err,))
     driver = int(_check("hipDriverGetVersion", hip.hipDriverGetVersion()))
     runtime = int(_check("hipRuntimeGetVersion", hip.hipRuntimeGetVersion()))
     full_arch = _text(props.gcnArchName)
-    gpu_id = kfd_gpu_id(props.pciDomainID, props.pciBusID, props.pciDeviceID)
-    if gpu_id is None:
-        gpu_id = _kfd_gpu_id_by_uuid(ordinal, props)
     return DeviceInfo(
         backend="hip",
         vendor=Vendor.AMD,
@@ -558,39 +482,41 @@ def _device_info(ordinal: int) -> DeviceInfo:
         max_shared_memory_per_block=int(props.sharedMemPerBlock),
         driver_version=_format_version(driver),
         runtime_version=_format_version(runtime),
+        kfd_gpu_id=_device_kfd_gpu_id(ordinal, props),
         extra={
             "gcn_arch_name": full_arch,
             "pci_domain_id": int(props.pciDomainID),
             "pci_bus_id": int(props.pciBusID),
             "pci_device_id": int(props.pciDeviceID),
-            "kfd_gpu_id": gpu_id,
             "max_shared_memory_per_cu": int(props.maxSharedMemoryPerMultiProcessor),
             "max_threads_per_cu": int(props.maxThreadsPerMultiProcessor),
             "registers_per_block": int(props.regsPerBlock),
             "clock_khz": int(props.clockRate),
-            "bindings": _bindings_version(),
+            "bindings": bindings.version,
         },
     )
 
 
-def _kfd_gpu_id_by_uuid(ordinal: int, props: Any) -> int | None:
-    """Second try for a partitioned GPU: several KFD nodes at one PCI address, told apart
-    by the device UUID. Only asked when the PCI address alone was ambiguous or absent."""
-    root = Path(KFD_TOPOLOGY_NODES)
-    if not root.is_dir():
+def _device_kfd_gpu_id(ordinal: int, props: Any) -> int | None:
+    """The KFD node of HIP device ``ordinal``: by PCI address, then (several nodes at one
+    address: a partitioned GPU) by the device UUID. None when unsure: only kill turns off."""
+    from reef_rocm.rocm import kfd
+
+    nodes = kfd.topology_gpus()
+    if not nodes:
         return None
-    hip = _hip()
-    result = hip.hipDeviceGetUuid(ordinal)
+    pci = (int(props.pciDomainID), int(props.pciBusID), int(props.pciDeviceID))
+    gpu_id = kfd_gpu_id(*pci, nodes=nodes)
+    if gpu_id is not None:
+        return gpu_id
+    result = _hip().hipDeviceGetUuid(ordinal)
     if result[0] != 0:
-        return None  # no UUID: the gpu_id stays unknown, which only turns kill off
-    return kfd_gpu_id(
-        props.pciDomainID, props.pciBusID, props.pciDeviceID, bytes(result[1].bytes), root
-    )
+        return None  # no UUID: the gpu_id stays unknown
+    return kfd_gpu_id(*pci, uuid=_hip_compat.uuid_bytes(result[1]), nodes=nodes)
 
 
 def _capabilities(info: DeviceInfo) -> Capabilities:
-    wave_kill, queue_reset = _kfd_capabilities(info.extra.get("kfd_gpu_id"))
-    return dataclasses.replace(HIP_CAPABILITIES, wave_kill=wave_kill, queue_reset=queue_reset)
+    return dataclasses.replace(HIP_CAPABILITIES, wave_kill=_kfd_wave_kill(info.kfd_gpu_id))
 
 
 class HipDevice(Device):
@@ -618,19 +544,28 @@ class HipDevice(Device):
     def kill_running_waves(self) -> int:
         """Kill this process's running waves on this GPU through the reef KFD patch.
 
-        Returns the bit mask of VMIDs whose waves were killed (0: none of ours ran).
+        The patch reports which VMIDs it hit, not how many waves: returns 0 when none of
+        this process's waves was running (no VMID hit), else -1 (killed, count unknown), as
+        ``Device.kill_running_waves`` defines.
         """
-        if not self.capabilities.wave_kill:
+        if not self.capabilities.wave_kill or self.info.kfd_gpu_id is None:
             return super().kill_running_waves()
         if self._kfd is None:
             from reef_rocm.rocm.kfd import KfdDevice
 
-            self._kfd = KfdDevice(self.info.extra["kfd_gpu_id"])
-        return self._kfd.kill_waves().vmid_mask
+            self._kfd = KfdDevice(self.info.kfd_gpu_id)
+        return -1 if self._kfd.kill_waves().vmid_mask else 0
 
     def make_current(self) -> None:
         """Make this the calling thread's HIP device (HIP keeps one per host thread)."""
         _check("hipSetDevice", _hip().hipSetDevice(self.ordinal))
+
+    def close(self) -> None:
+        """Close the KFD descriptor the wave kill opened; HIP's primary context lives as long
+        as the process (hipDeviceReset would destroy every other user's allocations)."""
+        if self._kfd is not None:
+            self._kfd.close()
+            self._kfd = None
 
     def create_stream(self, priority: int = 0, cu_mask: Sequence[int] | None = None) -> HipStream:
         return HipStream(self, priority, cu_mask)
@@ -651,45 +586,35 @@ class HipDevice(Device):
     def alloc_host_mapped(self, nbytes: int) -> HipHostMappedBuffer:
         return HipHostMappedBuffer(self, nbytes)
 
-    def copy_to_device(self, dst: Any, src: Any, stream: Stream | None = None) -> None:
-        addr, n = host_address(src)
-        check_copy_size(dst, n)
+    def _copy_to_device(self, dst: int, src: int, nbytes: int, stream: Stream | None) -> None:
         hip = _hip()
         if stream is None:
-            _check("hipMemcpyHtoD", hip.hipMemcpyHtoD(device_address(dst), addr, n))
+            _check("hipMemcpyHtoD", hip.hipMemcpyHtoD(dst, src, nbytes))
         else:
             _check(
                 "hipMemcpyHtoDAsync",
-                hip.hipMemcpyHtoDAsync(device_address(dst), addr, n, _stream_handle(stream)),
+                hip.hipMemcpyHtoDAsync(dst, src, nbytes, _stream_handle(stream)),
             )
 
-    def copy_to_host(self, dst: Any, src: Any, stream: Stream | None = None) -> None:
-        if not isinstance(dst, np.ndarray) or not dst.flags.writeable:
-            raise TypeError("copy_to_host needs a writable numpy array")
-        addr, n = host_address(dst)
-        check_copy_size(src, n)
+    def _copy_to_host(self, dst: int, src: int, nbytes: int, stream: Stream | None) -> None:
         hip = _hip()
         if stream is None:
-            _check("hipMemcpyDtoH", hip.hipMemcpyDtoH(addr, device_address(src), n))
+            _check("hipMemcpyDtoH", hip.hipMemcpyDtoH(dst, src, nbytes))
         else:
             _check(
                 "hipMemcpyDtoHAsync",
-                hip.hipMemcpyDtoHAsync(addr, device_address(src), n, _stream_handle(stream)),
+                hip.hipMemcpyDtoHAsync(dst, src, nbytes, _stream_handle(stream)),
             )
 
-    def memset32(self, dst: Any, value: int, count: int, stream: Stream | None = None) -> None:
-        if count < 0:
-            raise ValueError(f"count must be non-negative, got {count}")
-        check_copy_size(dst, 4 * count)
+    def _memset32(self, dst: int, pattern: int, count: int, stream: Stream | None) -> None:
         hip = _hip()
+        value = _i32(pattern)  # hipMemsetD32 takes a C int: the same bits, signed
         if stream is None:
-            _check("hipMemsetD32", hip.hipMemsetD32(device_address(dst), _i32(value), count))
+            _check("hipMemsetD32", hip.hipMemsetD32(dst, value, count))
         else:
             _check(
                 "hipMemsetD32Async",
-                hip.hipMemsetD32Async(
-                    device_address(dst), _i32(value), count, _stream_handle(stream)
-                ),
+                hip.hipMemsetD32Async(dst, value, count, _stream_handle(stream)),
             )
 
     def create_event(self, timing: bool = True) -> HipEvent:
@@ -708,15 +633,30 @@ def _stream_handle(stream: Stream) -> Any:
 
 
 def probe() -> BackendReport:
-    """What the HIP backend finds here. Never raises for a missing library or GPU."""
+    """What the HIP backend finds here. Never raises: a missing library or GPU, and any
+    surprise from the bindings (a hip-python release whose calls differ from what
+    ``_hip_compat`` knows), become ``available=False`` with the reason."""
     report = BackendReport(backend="hip", available=False)
     try:
-        hip = _hip()
+        return _probe(report)
+    except Exception as e:  # the promise is "never raises"; say what broke instead
+        report.available = False
+        report.devices.clear()
+        report.capabilities.clear()
+        report.reason = f"hip backend failed while probing ({type(e).__name__}: {e})"
+        return report
+
+
+def _probe(report: BackendReport) -> BackendReport:
+    try:
+        bindings = _hip_compat.bindings()
     except BackendUnavailable as e:
         report.reason = str(e)
         return report
-    report.versions["bindings"] = _bindings_version()
-    bound = _bindings_hip_version()
+    hip = bindings.hip
+    report.versions["bindings"] = bindings.version
+    report.versions["bindings_line"] = bindings.line
+    bound = bindings.hip_version
     if bound:
         report.versions["bindings_hip"] = bound
     try:

@@ -18,12 +18,20 @@ from reef_rocm.errors import PackageError
 SCHEMA_NAME = "reef-model-package"
 # 2: dkp-variant kernels carry ``dkp`` (virtual blocks, original grid, param roles), their
 # ``grid`` is a valid default launch instead of 0, and reef_param arguments carry a dtype
-SCHEMA_VERSION = 2
+# 3: the dkp_be variant; preemptible kernels carry ``preempt`` (what the completion slot
+# counts, the reef_poll_every launch argument); kernels record ``loads``
+SCHEMA_VERSION = 3
 MANIFEST_FILE = "manifest.json"
 
 ROLES = ("input", "output", "param", "const", "intermediate")
 ARG_KINDS = ("buffer", "scalar", "preempt_flag", "completion_slot", "reef_param")
-VARIANTS = ("plain", "preemptible", "dkp")
+VARIANTS = ("plain", "preemptible", "dkp", "dkp_be")
+# variants whose kernels take the preempt flag and a completion slot / run virtual blocks
+PREEMPTIBLE_VARIANTS = ("preemptible", "dkp_be")
+DKP_VARIANTS = ("dkp", "dkp_be")
+# what a preemptible kernel's completion slot counts: blocks of its launch grid, or (DKP)
+# the virtual blocks [vblock_begin, vblock_begin + vblock_count) of the launch
+SLOT_COUNTS = ("blocks", "virtual_blocks")
 # what each scalar parameter of a DKP-ready kernel means (docs/transform.md, "DKP-ready"):
 # run virtual blocks [vblock_begin, vblock_begin + vblock_count) on grid_blocks physical blocks
 DKP_ROLES = ("vblock_begin", "vblock_count", "grid_blocks")
@@ -76,6 +84,25 @@ class DkpLaunch:
 
 
 @dataclass
+class PreemptLaunch:
+    """What a scheduler needs to launch one kernel of a preemptible variant.
+
+    The kernel adds 1 to its completion slot per finished block (``slot_counts``:
+    "blocks" of the launch grid, or "virtual_blocks" for the dkp_be variant); a block that
+    saw the preempt flag does nothing more and does not count. With ``poll_param`` the
+    kernel also polls the flag inside its long loops, every N iterations, N the int32
+    launch argument ``poll_param`` (0 = only at block start); ``loop_trips`` iterations of
+    those loops run per block, so N = loop_trips * target_us / block_us polls about every
+    target_us. Without ``poll_param`` (no loop to poll) the check is at block start only.
+    """
+
+    slot_counts: str  # one of SLOT_COUNTS
+    poll_param: str | None = None  # reef_ parameter name of the poll interval, or None
+    loop_trips: int | None = 0  # iterations of the polled loops per block (None: unknown)
+    default_poll_every: int = 0  # the compile-time --poll-interval (0 = none given)
+
+
+@dataclass
 class LaunchRecord:
     """One device kernel launch, in execution order."""
 
@@ -91,15 +118,30 @@ class LaunchRecord:
     # physical grid): {"blockIdx.x": "reef_grid_blocks"}; the matching grid entry is the
     # default value (the original block count), so grid is always a launchable shape
     launch_params: dict[str, str] = field(default_factory=dict)
-    # dkp variant only: virtual blocks, original grid and the roles of the reef_ params
+    # dkp variants only: virtual blocks, original grid and the roles of the reef_ params
     dkp: DkpLaunch | None = None
+    # buffer ids this kernel loads from (from the kernel's TIR, atomics included); None in
+    # records made by hand without it: then every buffer argument not written counts as read
+    loads: list[int] | None = None
+    # preemptible variants only: what the completion slot counts, the poll interval argument
+    preempt: PreemptLaunch | None = None
 
     def buffer_args(self) -> list[int]:
         return [a["id"] for a in self.args if a["kind"] == "buffer"]
 
     def reads(self) -> list[int]:
+        if self.loads is not None:
+            return list(self.loads)
         w = set(self.writes)
         return [i for i in dict.fromkeys(self.buffer_args()) if i not in w]
+
+    def reef_defaults(self) -> dict[str, int]:
+        """Values of every reef_ launch argument for the default launch: the DKP defaults
+        (``dkp_defaults``) and the compile-time poll interval."""
+        out = self.dkp_defaults()
+        if self.preempt is not None and self.preempt.poll_param is not None:
+            out[self.preempt.poll_param] = self.preempt.default_poll_every
+        return out
 
     def dkp_defaults(self) -> dict[str, int]:
         """Values of the DKP parameters for the default launch (``grid``/``block`` as
@@ -242,20 +284,29 @@ class Manifest:
                         not isinstance(a.get("name"), str) or a.get("dtype") not in DTYPE_BYTES
                     ):
                         raise PackageError(f"{where}: reef_param {a} needs a name and a dtype")
-                if v.name == "dkp":
+                if k.loads is not None and not all(0 <= b < n for b in k.loads):
+                    raise PackageError(f"{where}: loads {k.loads} name unknown buffers")
+                if v.name in DKP_VARIANTS:
                     _validate_dkp(where, k)
                 elif k.dkp is not None:
                     raise PackageError(f"{where}: only dkp-variant kernels carry a dkp entry")
-        if "dkp" in self.variants:
-            plain, dkp = self.variants["plain"].kernels, self.variants["dkp"].kernels
+                if v.name in PREEMPTIBLE_VARIANTS:
+                    counts = "virtual_blocks" if v.name in DKP_VARIANTS else "blocks"
+                    _validate_preempt(where, k, counts)
+                elif k.preempt is not None:
+                    raise PackageError(f"{where}: only preemptible kernels carry a preempt entry")
+        for name in DKP_VARIANTS:
+            if name not in self.variants:
+                continue
+            plain, dkp = self.variants["plain"].kernels, self.variants[name].kernels
             if len(plain) != len(dkp):
-                raise PackageError(f"dkp variant has {len(dkp)} kernels, plain {len(plain)}")
+                raise PackageError(f"{name} variant has {len(dkp)} kernels, plain {len(plain)}")
             for i, (p, d) in enumerate(zip(plain, dkp, strict=True)):
                 # the virtual grid is the plain launch: a DKP runtime may rely on either
                 if d.dkp is not None and (d.dkp.grid != p.grid or d.dkp.block != p.block):
                     raise PackageError(
-                        f"dkp/{d.name}: original grid {d.dkp.grid} block {d.dkp.block} differ "
-                        f"from plain kernel {i}'s {p.grid} {p.block}"
+                        f"{name}/{d.name}: original grid {d.dkp.grid} block {d.dkp.block} "
+                        f"differ from plain kernel {i}'s {p.grid} {p.block}"
                     )
 
 
@@ -268,16 +319,40 @@ def _dims3(v: Any) -> bool:
 
 def _kernel_from_json(variant: str, k: dict[str, Any]) -> LaunchRecord:
     k = dict(k)
-    raw = k.pop("dkp", None)
+    raw = {key: k.pop(key, None) for key in ("dkp", "preempt")}
     kern = LaunchRecord(**k)
-    if raw is not None:
+    for key, cls in (("dkp", DkpLaunch), ("preempt", PreemptLaunch)):
+        if raw[key] is None:
+            continue
         try:
-            kern.dkp = DkpLaunch(**raw)
+            setattr(kern, key, cls(**raw[key]))
         except TypeError as e:  # missing / unknown keys: name the kernel, not the dataclass
             raise PackageError(
-                f"{variant}/{k.get('name')}: malformed dkp entry {raw!r}: {e}"
+                f"{variant}/{k.get('name')}: malformed {key} entry {raw[key]!r}: {e}"
             ) from None
     return kern
+
+
+def _validate_preempt(where: str, k: LaunchRecord, counts: str) -> None:
+    """A preemptible kernel must say what its slot counts and how its polls are set."""
+    kinds = [a["kind"] for a in k.args]
+    if kinds.count("preempt_flag") != 1 or kinds.count("completion_slot") != 1:
+        raise PackageError(f"{where}: a preemptible kernel takes one flag and one slot")
+    p = k.preempt
+    if p is None:
+        raise PackageError(f"{where}: preemptible kernel has no preempt entry")
+    if p.slot_counts != counts:
+        raise PackageError(f"{where}: preempt slot_counts {p.slot_counts!r}, expected {counts!r}")
+    if not isinstance(p.default_poll_every, int) or p.default_poll_every < 0:
+        raise PackageError(f"{where}: default_poll_every {p.default_poll_every!r}")
+    if p.loop_trips is not None and (not isinstance(p.loop_trips, int) or p.loop_trips < 0):
+        raise PackageError(f"{where}: loop_trips {p.loop_trips!r}")
+    if p.poll_param is not None:
+        reef = [a for a in k.args if a["kind"] == "reef_param" and a["name"] == p.poll_param]
+        if len(reef) != 1 or reef[0]["dtype"] != "int32":
+            raise PackageError(
+                f"{where}: poll_param {p.poll_param!r} is not one int32 reef_param argument"
+            )
 
 
 def _validate_dkp(where: str, k: LaunchRecord) -> None:
@@ -300,7 +375,8 @@ def _validate_dkp(where: str, k: LaunchRecord) -> None:
         raise PackageError(
             f"{where}: dkp params {d.params} must give each of {', '.join(DKP_ROLES)} once"
         )
-    reef = {a["name"] for a in k.args if a["kind"] == "reef_param"}
+    poll = k.preempt.poll_param if k.preempt is not None else None
+    reef = {a["name"] for a in k.args if a["kind"] == "reef_param" and a["name"] != poll}
     if not reef <= set(d.params):
         raise PackageError(f"{where}: reef_ arguments {sorted(reef - set(d.params))} have no role")
     if k.launch_params != {"blockIdx.x": d.param("grid_blocks")}:
@@ -317,7 +393,9 @@ def idempotence_violations(manifest: Manifest, variant: str = "plain") -> list[s
 
     Re-running kernel j is harmless iff (a) nothing j reads was overwritten after j first
     ran and (b) what j writes is not also written by another kernel (a re-run would clobber
-    the later value) nor read by j itself before being written. With single assignment of
+    the later value) nor read by j itself (an in-place update or an atomic accumulation: a
+    re-run, or a block re-run after a partial run, starts from the first run's result). With
+    single assignment of
     every buffer (each written by exactly one kernel, never an input/param) and every read
     of a non-input buffer coming after its one writer, all three hold for any j <= k. This
     checks that, from the kernels' read/write sets alone (no code generation, no GPU).
@@ -336,6 +414,9 @@ def idempotence_violations(manifest: Manifest, variant: str = "plain") -> list[s
                     f"({kern.name})"
                 )
             writer.setdefault(b, k)
+        for b in sorted(set(kern.reads()) & set(kern.writes)):
+            # in place (``x += ...``, an atomic): a re-run reads what its first run wrote
+            problems.append(f"kernel {k} ({kern.name}) reads and writes buffer {b} (in place)")
         for b in kern.reads():
             if manifest.buffers[b].role in ("input", "param", "const"):
                 continue

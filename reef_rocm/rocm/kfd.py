@@ -1,18 +1,24 @@
 """Python binding for the REEF amdkfd ioctls (``kfd_patch/include/uapi/linux/reef_kfd.h``).
 
 The patched amdkfd driver (see ``docs/kfd_patch.md``) adds three ioctls on ``/dev/kfd``:
-QUERY (version and per-GPU supported operations), KILL_WAVES (kill the calling process's
-waves on one GPU) and RESET_QUEUE (drop the packets still waiting in one of the calling
-process's AQL queues). This module wraps them with ``fcntl.ioctl`` and ctypes structures.
+QUERY (version and per-GPU supported operations), RESET_QUEUES (reset all, or up to four
+named, of the calling process's compute queues: waves killed, unfinished packets dropped,
+queues mapped again, empty) and KILL_WAVES (SQ kill of the calling process's waves, only
+where the driver runs without the hardware scheduler). This module wraps them with
+``fcntl.ioctl`` and ctypes structures, and also wraps stock amdkfd's
+``AMDKFD_IOC_UPDATE_QUEUE`` (queue percentage 0), the one preemption an unpatched kernel
+offers (see :data:`UNPATCHED_QUEUE_SUSPEND` for its cost).
 
 The structure layouts and ioctl numbers are written out here once; ``tests/kfd`` compiles
-a C program against the uapi header and checks that they match byte for byte.
+a C program against the uapi header (and the system's ``linux/kfd_ioctl.h``) and checks
+that they match byte for byte.
 
 Entry points:
 
 * :func:`kfd_status` never raises: it says whether ``/dev/kfd`` exists, whether the
   patch is loaded, its version, and which operations each GPU supports. ``reef doctor``
-  and the backends' capability reports use it.
+  and the backends' capability reports use it; :func:`preemption_options` turns it into
+  the preemption levels a scheduler can choose, each with its expected cost.
 * :class:`KfdDevice` performs the operations on one GPU (by KFD ``gpu_id``) and raises
   :class:`~reef_rocm.errors.BackendUnavailable`, :class:`~reef_rocm.errors.UnsupportedError`
   or :class:`~reef_rocm.errors.GpuError`.
@@ -21,6 +27,8 @@ Only the process that opened ``/dev/kfd`` may use the descriptor (amdkfd checks 
 the queues a reset can find are those the same process created through ROCr/HIP: amdkfd
 has one KFD process per address space, so the descriptor opened here and the one the HIP
 runtime opened refer to the same queues.
+
+Nothing here has run against a real AMD GPU.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ import errno
 import fcntl
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,20 +49,25 @@ KFD_SYSFS = "/sys/class/kfd/kfd"
 
 # --- constants of reef_kfd.h (checked against the header by tests/kfd) ----------------
 
-REEF_KFD_VERSION_MAJOR = 1
+REEF_KFD_VERSION_MAJOR = 2
 REEF_KFD_VERSION_MINOR = 0
 REEF_KFD_VERSION = (REEF_KFD_VERSION_MAJOR << 16) | REEF_KFD_VERSION_MINOR
 
 REEF_KFD_OP_KILL_WAVES = 1 << 0
-REEF_KFD_OP_KILL_QUEUE_WAVES = 1 << 1
-REEF_KFD_OP_RESET_QUEUE = 1 << 2
+REEF_KFD_OP_RESET_PROCESS = 1 << 1
+REEF_KFD_OP_RESET_QUEUES = 1 << 2
 
 REEF_KFD_SCHED_HWS = 0
 REEF_KFD_SCHED_HWS_NO_OVERSUB = 1
 REEF_KFD_SCHED_NO_HWS = 2
 REEF_KFD_SCHED_MES = 3
 
-REEF_KFD_KILL_F_QUEUE = 1 << 0
+REEF_KFD_MECH_NONE = 0
+REEF_KFD_MECH_HWS_UNMAP_RESET = 1
+REEF_KFD_MECH_HQD_RESET = 2
+
+REEF_KFD_MAX_RESET_QUEUES = 4
+REEF_KFD_RESET_F_PROCESS = 1 << 0
 
 REEF_KFD_IOCTL_BASE = ord("K")
 REEF_KFD_COMMAND_START = 0xC0
@@ -61,14 +75,21 @@ REEF_KFD_COMMAND_END = 0xC3
 
 OP_NAMES = {
     REEF_KFD_OP_KILL_WAVES: "kill_waves",
-    REEF_KFD_OP_KILL_QUEUE_WAVES: "kill_queue_waves",
-    REEF_KFD_OP_RESET_QUEUE: "reset_queue",
+    REEF_KFD_OP_RESET_PROCESS: "reset_process",
+    REEF_KFD_OP_RESET_QUEUES: "reset_queues",
 }
+# Interface 1.0 called the queue reset "reset_queue"; supports() still answers to it.
+_OP_ALIASES = {"reset_queue": "reset_queues"}
 SCHED_NAMES = {
     REEF_KFD_SCHED_HWS: "hws",
     REEF_KFD_SCHED_HWS_NO_OVERSUB: "hws_no_oversubscription",
     REEF_KFD_SCHED_NO_HWS: "no_hws",
     REEF_KFD_SCHED_MES: "mes",
+}
+MECHANISM_NAMES = {
+    REEF_KFD_MECH_NONE: "none (nothing was mapped)",
+    REEF_KFD_MECH_HWS_UNMAP_RESET: "hws_unmap_reset",
+    REEF_KFD_MECH_HQD_RESET: "hqd_reset",
 }
 
 
@@ -81,13 +102,12 @@ class ReefKfdQueryArgs(ctypes.Structure):
         ("gfx_target_version", ctypes.c_uint32),
         ("sched_policy", ctypes.c_uint32),
         ("num_xcc", ctypes.c_uint32),
-        ("pad", ctypes.c_uint32),
+        ("max_queues", ctypes.c_uint32),
     ]
 
 
 class ReefKfdKillWavesArgs(ctypes.Structure):
     _fields_ = [
-        ("ring_base", ctypes.c_uint64),
         ("gpu_id", ctypes.c_uint32),
         ("flags", ctypes.c_uint32),
         ("vmid_mask", ctypes.c_uint32),
@@ -95,13 +115,30 @@ class ReefKfdKillWavesArgs(ctypes.Structure):
     ]
 
 
-class ReefKfdResetQueueArgs(ctypes.Structure):
+class ReefKfdResetQueuesArgs(ctypes.Structure):
     _fields_ = [
-        ("ring_base", ctypes.c_uint64),
-        ("read_index", ctypes.c_uint64),
-        ("dropped", ctypes.c_uint64),
+        ("ring_base", ctypes.c_uint64 * REEF_KFD_MAX_RESET_QUEUES),
+        ("read_index", ctypes.c_uint64 * REEF_KFD_MAX_RESET_QUEUES),
+        ("dropped", ctypes.c_uint64 * REEF_KFD_MAX_RESET_QUEUES),
         ("gpu_id", ctypes.c_uint32),
         ("flags", ctypes.c_uint32),
+        ("num_queues", ctypes.c_uint32),
+        ("mechanism", ctypes.c_uint32),
+    ]
+
+
+# Stock amdkfd's AMDKFD_IOC_UPDATE_QUEUE (include/uapi/linux/kfd_ioctl.h, every 6.x kernel):
+# the unpatched way to take a queue off the GPU (percentage 0) and put it back.
+AMDKFD_IOC_UPDATE_QUEUE_NR = 0x07
+
+
+class KfdIoctlUpdateQueueArgs(ctypes.Structure):
+    _fields_ = [
+        ("ring_base_address", ctypes.c_uint64),
+        ("queue_id", ctypes.c_uint32),
+        ("ring_size", ctypes.c_uint32),
+        ("queue_percentage", ctypes.c_uint32),
+        ("queue_priority", ctypes.c_uint32),
     ]
 
 
@@ -121,7 +158,9 @@ def _iowr(nr: int, struct: type[ctypes.Structure]) -> int:
 
 REEF_KFD_IOC_QUERY = _iowr(0xC0, ReefKfdQueryArgs)
 REEF_KFD_IOC_KILL_WAVES = _iowr(0xC1, ReefKfdKillWavesArgs)
-REEF_KFD_IOC_RESET_QUEUE = _iowr(0xC2, ReefKfdResetQueueArgs)
+REEF_KFD_IOC_RESET_QUEUES = _iowr(0xC2, ReefKfdResetQueuesArgs)
+AMDKFD_IOC_UPDATE_QUEUE = _ioc(_IOC_WRITE, REEF_KFD_IOCTL_BASE, AMDKFD_IOC_UPDATE_QUEUE_NR,
+                               ctypes.sizeof(KfdIoctlUpdateQueueArgs))
 
 
 def ops_names(mask: int) -> list[str]:
@@ -144,6 +183,12 @@ class KfdNode:
     gpu_id: int
     name: str
     gfx_target_version: int
+    # PCI address (location_id = bus << 8 | device << 3 | function; bits 28+ hold the
+    # partition on partitioned GPUs) and unique_id: how a HIP/HSA device is matched to its
+    # node, since runtime ordinals do not follow KFD node order. None when not reported.
+    domain: int | None = None
+    location_id: int | None = None
+    unique_id: int | None = None
 
 
 def _read_int(path: Path) -> int | None:
@@ -170,16 +215,24 @@ def topology_gpus(sysfs_root: str | os.PathLike[str] = KFD_SYSFS) -> list[KfdNod
             name = (entry / "name").read_text().strip()
         except OSError:
             name = ""
-        gfx = 0
+        props: dict[str, int] = {}
         try:
             # "properties" is "key value" lines; gfx_target_version is e.g. 90006 (gfx906)
             for line in (entry / "properties").read_text().splitlines():
                 key, _, value = line.partition(" ")
-                if key == "gfx_target_version":
-                    gfx = int(value)
-        except (OSError, ValueError):
+                if key in ("gfx_target_version", "domain", "location_id", "unique_id"):
+                    try:
+                        props[key] = int(value)
+                    except ValueError:
+                        continue
+        except OSError:
             pass
-        gpus.append(KfdNode(int(entry.name), gpu_id, name, gfx))
+        gpus.append(
+            KfdNode(
+                int(entry.name), gpu_id, name, props.get("gfx_target_version", 0),
+                props.get("domain"), props.get("location_id"), props.get("unique_id"),
+            )  # fmt: skip
+        )
     return gpus
 
 
@@ -193,6 +246,7 @@ class QueryResult:
     gfx_target_version: int
     sched_policy: int
     num_xcc: int
+    max_queues: int = 0
 
     @property
     def ops(self) -> list[str]:
@@ -205,14 +259,27 @@ class QueryResult:
 
 @dataclass(frozen=True)
 class KillResult:
-    vmid_mask: int  # VMIDs whose waves were killed; 0: nothing of ours was running
+    vmid_mask: int  # the VMID whose waves were killed (a bit); 0: nothing of ours ran
     xcc_mask: int  # XCCs the command went to
 
 
 @dataclass(frozen=True)
 class ResetResult:
-    read_index: int  # 64-bit read index the queue stopped at; write index now equals it
-    dropped: int  # packets dropped
+    read_index: int  # 64-bit read index the queue restarts at; write index now equals it
+    dropped: int  # packets dropped that had not been read
+
+
+@dataclass(frozen=True)
+class QueuesResetResult:
+    """What one RESET_QUEUES did.
+
+    ``queues`` has one entry per named ring (empty after a process-wide reset: read each
+    queue's indices from the queue itself). ``mechanism`` names how the driver did it.
+    """
+
+    num_queues: int
+    mechanism: str
+    queues: tuple[ResetResult, ...] = ()
 
 
 class _KfdFile:
@@ -251,8 +318,19 @@ class _KfdFile:
             self._fd = None
 
 
+_ERRNO_HINTS = {
+    errno.EAGAIN: "a write index moved during the reset (a producer was running): the "
+                  "queue was reset and mapped but nothing was dropped from it",
+    errno.EBUSY: "the HWS runlist is oversubscribed or the scheduler is halted; nothing "
+                 "changed",
+    errno.ESRCH: "the process has active queues but no VMID; nothing was killed",
+    errno.ENOENT: "no queue of this process with that ring base on this GPU",
+    errno.EIO: "the scheduler is stopped, hung or the GPU is being reset",
+}
+
+
 def _ioctl(kfile: _KfdFile, name: str, request: int, args: ctypes.Structure) -> None:
-    """Issue one REEF ioctl; map errno to the project's exceptions."""
+    """Issue one ioctl on /dev/kfd; map errno to the project's exceptions."""
     buf = bytearray(bytes(args))
     try:
         fcntl.ioctl(kfile.fd(), request, buf, True)
@@ -266,10 +344,17 @@ def _ioctl(kfile: _KfdFile, name: str, request: int, args: ctypes.Structure) -> 
         if code == errno.EOPNOTSUPP:
             raise UnsupportedError(
                 f"{name} is not supported on GPU {getattr(args, 'gpu_id', '?')} "
-                "(gfx9 GPUs only; queue-scoped kill only without HWS; see docs/kfd_patch.md)"
+                "(gfx9 without MES or SR-IOV only; the SQ kill only without HWS; AQL "
+                "compute queues only; see docs/kfd_patch.md)"
             ) from e
-        raise GpuError(name, code, os.strerror(code)) from e
+        hint = _ERRNO_HINTS.get(code)
+        raise GpuError(name, code, os.strerror(code) + (f" ({hint})" if hint else "")) from e
     ctypes.memmove(ctypes.addressof(args), bytes(buf), len(buf))
+
+
+def _check_ring(ring_base: int) -> None:
+    if not 0 < ring_base < 2**64:
+        raise ValueError(f"ring_base must be a non-zero 64-bit address, got {ring_base:#x}")
 
 
 class KfdDevice:
@@ -292,37 +377,182 @@ class KfdDevice:
     def close(self) -> None:
         self._kfile.close()
 
+    def __enter__(self) -> KfdDevice:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def query(self) -> QueryResult:
         args = ReefKfdQueryArgs(gpu_id=self.gpu_id)
         _ioctl(self._kfile, "REEF_KFD_IOC_QUERY", REEF_KFD_IOC_QUERY, args)
         return QueryResult(args.version, args.supported_ops, args.gfx_target_version,
-                           args.sched_policy, args.num_xcc)
+                           args.sched_policy, args.num_xcc, args.max_queues)
 
-    def kill_waves(self, ring_base: int | None = None) -> KillResult:
-        """Kill this process's waves on the GPU; with ``ring_base``, only that queue's.
+    def kill_waves(self) -> KillResult:
+        """Kill this process's running waves on the GPU (SQ kill; driver without HWS only).
 
-        Process-wide, this also kills the process's real-time waves: REEF issues it before
-        launching RT work. The queue-scoped form needs the driver in no-HWS mode.
+        Also kills the process's real-time waves: issue it before launching RT work. The
+        queues keep running; a killed dispatch completes with incomplete output.
         """
         args = ReefKfdKillWavesArgs(gpu_id=self.gpu_id)
-        if ring_base is not None:
-            if not 0 < ring_base < 2**64:
-                raise ValueError(f"ring_base must be a non-zero address, got {ring_base:#x}")
-            args.ring_base = ring_base
-            args.flags = REEF_KFD_KILL_F_QUEUE
         _ioctl(self._kfile, "REEF_KFD_IOC_KILL_WAVES", REEF_KFD_IOC_KILL_WAVES, args)
         return KillResult(args.vmid_mask, args.xcc_mask)
 
-    def reset_queue(self, ring_base: int) -> ResetResult:
-        """Drop the packets waiting in this process's AQL queue whose ring is at ``ring_base``.
+    def reset_queues(self, ring_bases: Sequence[int]) -> QueuesResetResult:
+        """Reset up to four of this process's AQL queues, named by ring address.
 
-        No thread may submit to that queue while this runs.
+        Their waves are killed, their unfinished packets dropped (write index := read
+        index) and they are mapped again, empty; the process's other queues keep running
+        (with HWS they see one runlist resubmission). The caller must follow the contract
+        in ``reef_kfd.h``: no producer running during the call; afterwards invalidate the
+        dropped slots and complete their signals with an error.
         """
-        if not 0 < ring_base < 2**64:
-            raise ValueError(f"ring_base must be a non-zero address, got {ring_base:#x}")
-        args = ReefKfdResetQueueArgs(gpu_id=self.gpu_id, ring_base=ring_base)
-        _ioctl(self._kfile, "REEF_KFD_IOC_RESET_QUEUE", REEF_KFD_IOC_RESET_QUEUE, args)
-        return ResetResult(args.read_index, args.dropped)
+        bases = list(ring_bases)
+        if not 1 <= len(bases) <= REEF_KFD_MAX_RESET_QUEUES:
+            raise ValueError(f"reset_queues takes 1 to {REEF_KFD_MAX_RESET_QUEUES} ring "
+                             f"bases, got {len(bases)}")
+        if len(set(bases)) != len(bases):
+            raise ValueError("reset_queues: a ring base is named twice")
+        for b in bases:
+            _check_ring(b)
+        args = ReefKfdResetQueuesArgs(gpu_id=self.gpu_id, num_queues=len(bases))
+        for i, b in enumerate(bases):
+            args.ring_base[i] = b
+        _ioctl(self._kfile, "REEF_KFD_IOC_RESET_QUEUES", REEF_KFD_IOC_RESET_QUEUES, args)
+        return QueuesResetResult(
+            args.num_queues, MECHANISM_NAMES.get(args.mechanism, str(args.mechanism)),
+            tuple(ResetResult(args.read_index[i], args.dropped[i])
+                  for i in range(len(bases))))
+
+    def reset_process(self) -> QueuesResetResult:
+        """Reset every compute queue of this process on the GPU (REEF's process-wide kill).
+
+        With HWS: one UNMAP_QUEUES (action RESET, by PASID) and one runlist. Hits the
+        process's real-time queues too; use :meth:`reset_queues` to spare them.
+        """
+        args = ReefKfdResetQueuesArgs(gpu_id=self.gpu_id, flags=REEF_KFD_RESET_F_PROCESS)
+        _ioctl(self._kfile, "REEF_KFD_IOC_RESET_QUEUES", REEF_KFD_IOC_RESET_QUEUES, args)
+        return QueuesResetResult(
+            args.num_queues, MECHANISM_NAMES.get(args.mechanism, str(args.mechanism)))
+
+    def reset_queue(self, ring_base: int) -> ResetResult:
+        """Reset one queue (the 1.0 name; see :meth:`reset_queues`)."""
+        return self.reset_queues([ring_base]).queues[0]
+
+    def update_queue(self, queue_id: int, ring_base: int, ring_size: int,
+                     percentage: int, priority: int) -> None:
+        """Stock ``AMDKFD_IOC_UPDATE_QUEUE`` (no patch needed); see UNPATCHED_QUEUE_SUSPEND.
+
+        ``queue_id`` is the KFD queue id AMDKFD_IOC_CREATE_QUEUE returned (known to whoever
+        created the queue, e.g. the HSA queue manager; HIP does not expose it). amdkfd
+        overwrites the ring address, ring size, percentage and priority with the values
+        given, so pass the queue's own ring and priority. Percentage 0 takes the queue off
+        the GPU with its waves saved (CWSR), 100 puts it back.
+        """
+        if not 0 <= percentage <= 100:
+            raise ValueError(f"percentage must be 0..100, got {percentage}")
+        if not 0 <= priority <= 15:
+            raise ValueError(f"priority must be 0..15 (KFD_MAX_QUEUE_PRIORITY), got {priority}")
+        if ring_size <= 0 or ring_size & (ring_size - 1):
+            raise ValueError(f"ring_size must be a power of two, got {ring_size}")
+        _check_ring(ring_base)
+        args = KfdIoctlUpdateQueueArgs(ring_base, queue_id, ring_size, percentage, priority)
+        _ioctl(self._kfile, "AMDKFD_IOC_UPDATE_QUEUE", AMDKFD_IOC_UPDATE_QUEUE, args)
+
+    def suspend_queue(self, queue_id: int, ring_base: int, ring_size: int,
+                      priority: int) -> None:
+        """Unpatched preemption: take one queue off the GPU (percentage 0)."""
+        self.update_queue(queue_id, ring_base, ring_size, 0, priority)
+
+    def resume_queue(self, queue_id: int, ring_base: int, ring_size: int,
+                     priority: int) -> None:
+        """Put a queue taken off by :meth:`suspend_queue` back (percentage 100)."""
+        self.update_queue(queue_id, ring_base, ring_size, 100, priority)
+
+
+# --- preemption levels, each with its expected cost --------------------------------------
+
+
+@dataclass(frozen=True)
+class PreemptionOption:
+    """One way to preempt best-effort work on a GPU, for the scheduler to choose from."""
+
+    name: str  # "reset_queues", "reset_process", "kill_waves", "queue_suspend"
+    needs_patch: bool
+    scope: str  # what it hits
+    mechanism: str  # what the driver does
+    expected_cost: str  # from the sources; nothing here was measured on an AMD GPU
+    verified_on_hardware: bool = False
+
+
+RESET_QUEUES_HWS = PreemptionOption(
+    "reset_queues", True, "the named queues of the calling process (RT queues spared)",
+    "UNMAP_QUEUES action RESET by doorbell offsets, MQD re-initialised, one runlist",
+    "one firmware unmap of the named queues plus one runlist resubmission for the whole "
+    "GPU (whether the firmware preempts still-mapped queues on a new runlist is unverified)")
+RESET_PROCESS_HWS = PreemptionOption(
+    "reset_process", True, "every compute queue of the calling process (RT queues too)",
+    "UNMAP_QUEUES action RESET by PASID, MQDs re-initialised, one runlist",
+    "one firmware unmap of the caller's queues plus one runlist resubmission; the caller's "
+    "RT work must be launched after it returns")
+RESET_QUEUES_NO_HWS = PreemptionOption(
+    "reset_queues", True, "the named queues of the calling process",
+    "reset-type dequeue of each queue's own HQD, MQD re-initialised, HQD loaded again",
+    "one HQD dequeue and one load per queue; no other queue is touched")
+KILL_WAVES_NO_HWS = PreemptionOption(
+    "kill_waves", True, "every wave of the calling process's VMID",
+    "SQ_CMD KILL broadcast with the VMID check on, the VMID the driver assigned",
+    "two register writes per XCC; queues keep running and the killed dispatch completes")
+UNPATCHED_QUEUE_SUSPEND = PreemptionOption(
+    "queue_suspend", False, "one queue (by KFD queue id); its waves are saved, not killed",
+    "stock AMDKFD_IOC_UPDATE_QUEUE with percentage 0 (and 100 to resume)",
+    "with HWS every call unmaps every dynamic queue of the GPU (all processes, CWSR save of "
+    "their waves) and resubmits the runlist: two device-wide preemptions per "
+    "suspend/resume pair; needs the KFD queue id, which HIP does not expose")
+UNPATCHED_QUEUE_SUSPEND_NO_HWS = PreemptionOption(
+    "queue_suspend", False, "one queue (by KFD queue id); its waves are saved, not killed",
+    "stock AMDKFD_IOC_UPDATE_QUEUE with percentage 0: the queue's own HQD is dequeued",
+    "one HQD dequeue with wave save per suspend and one load per resume; no other queue is "
+    "touched; needs the KFD queue id, which HIP does not expose")
+
+AMDGPU_SCHED_POLICY_PARAM = "/sys/module/amdgpu/parameters/sched_policy"
+
+
+def module_sched_policy(path: str | os.PathLike[str] = AMDGPU_SCHED_POLICY_PARAM) -> str:
+    """amdgpu's ``sched_policy`` module parameter as a SCHED_NAMES value ("" if unreadable).
+
+    Readable without the patch, so the cost of the unpatched option can be stated.
+    """
+    value = _read_int(Path(path))
+    return "" if value is None else SCHED_NAMES.get(value, "")
+
+
+def preemption_options(status: KfdStatus, gpu_id: int,
+                       sched_policy: str | None = None) -> list[PreemptionOption]:
+    """The preemption levels available on ``gpu_id``, narrowest scope first.
+
+    ``sched_policy`` (a SCHED_NAMES value) is used when the patch cannot report it; by
+    default it is read from amdgpu's module parameter.
+    """
+    if sched_policy is None:
+        sched_policy = module_sched_policy()
+    gpu = status.gpus.get(gpu_id)
+    opts: list[PreemptionOption] = []
+    if status.patch_loaded and gpu is not None and not gpu.error:
+        no_hws = gpu.sched_policy == "no_hws"
+        if "reset_queues" in gpu.supported_ops:
+            opts.append(RESET_QUEUES_NO_HWS if no_hws else RESET_QUEUES_HWS)
+        if "kill_waves" in gpu.supported_ops:
+            opts.append(KILL_WAVES_NO_HWS)
+        if "reset_process" in gpu.supported_ops:
+            opts.append(RESET_PROCESS_HWS)
+    if status.dev_kfd:
+        policy = gpu.sched_policy if gpu is not None and gpu.sched_policy else sched_policy
+        # Unknown policy: assume HWS, amdgpu's default and the costlier case
+        opts.append(UNPATCHED_QUEUE_SUSPEND_NO_HWS if policy == "no_hws"
+                    else UNPATCHED_QUEUE_SUSPEND)
+    return opts
 
 
 # --- status for `reef doctor` and capability reports ------------------------------------
@@ -343,18 +573,21 @@ class GpuKfdStatus:
 class KfdStatus:
     dev_kfd: bool  # /dev/kfd exists
     patch_loaded: bool  # the running amdkfd answers REEF_KFD_IOC_QUERY
-    patch_version: str | None  # "1.0" when loaded
+    patch_version: str | None  # "2.0" when loaded
     gpus: dict[int, GpuKfdStatus] = field(default_factory=dict)  # by gpu_id
     reason: str = ""  # why the patch cannot be used, "" when it can
 
     def supports(self, gpu_id: int, op: str) -> bool:
-        """Whether ``op`` ("kill_waves", "kill_queue_waves", "reset_queue") works on gpu_id."""
+        """Whether ``op`` ("kill_waves", "reset_process", "reset_queues") works on gpu_id."""
         gpu = self.gpus.get(gpu_id)
+        op = _OP_ALIASES.get(op, op)
         return bool(self.patch_loaded and gpu and op in gpu.supported_ops)
 
     @property
     def any_kill(self) -> bool:
-        return any("kill_waves" in g.supported_ops for g in self.gpus.values())
+        """Whether some GPU can end this process's running waves (SQ kill or reset)."""
+        return any({"kill_waves", "reset_process"} & set(g.supported_ops)
+                   for g in self.gpus.values())
 
     def describe(self) -> list[str]:
         """Human-readable lines for `reef doctor`."""
@@ -414,6 +647,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the status as JSON")
     parser.add_argument("--require-patch", action="store_true",
                         help="exit 1 unless the patch answers REEF_KFD_IOC_QUERY")
+    parser.add_argument("--require-gpu", action="store_true",
+                        help="exit 1 unless the topology has a GPU and QUERY succeeds for "
+                        "every GPU in it (names real gpu_ids, not just the version)")
+    parser.add_argument("--options", action="store_true",
+                        help="also list each GPU's preemption options and expected costs")
     parser.add_argument("--dev", default=DEV_KFD, help="KFD device node (default /dev/kfd)")
     parser.add_argument("--sysfs", default=KFD_SYSFS, help="KFD sysfs root")
     args = parser.parse_args(argv)
@@ -424,7 +662,27 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(asdict(status), indent=2, sort_keys=True))
     else:
         print("\n".join(status.describe()))
-    return 1 if args.require_patch and not status.patch_loaded else 0
+    if args.options:
+        for node in topology_gpus(args.sysfs):
+            print(f"gpu_id {node.gpu_id} preemption options:")
+            for opt in preemption_options(status, node.gpu_id):
+                patch = "patch" if opt.needs_patch else "no patch"
+                print(f"  {opt.name} ({patch}): {opt.mechanism}; scope: {opt.scope}; "
+                      f"expected cost: {opt.expected_cost}")
+    if args.require_patch and not status.patch_loaded:
+        return 1
+    if args.require_gpu and not status_names_every_gpu(status):
+        print("no GPU answered REEF_KFD_IOC_QUERY" if not status.gpus else
+              "REEF_KFD_IOC_QUERY failed for: " +
+              ", ".join(str(g.gpu_id) for g in status.gpus.values() if g.error))
+        return 1
+    return 0
+
+
+def status_names_every_gpu(status: KfdStatus) -> bool:
+    """Whether the patch answered QUERY for at least one GPU and failed for none."""
+    return status.patch_loaded and bool(status.gpus) and not any(
+        g.error for g in status.gpus.values())
 
 
 if __name__ == "__main__":

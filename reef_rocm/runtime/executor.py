@@ -39,11 +39,6 @@ from reef_rocm.package.files import ModelPackage
 from reef_rocm.package.manifest import LaunchRecord
 
 ALIGN = 256  # every buffer starts on a 256-byte boundary (vector loads, cache lines)
-POLL_PARAM_PREFIX = "reef_poll_every"  # the transform's poll-interval parameter
-# Launch value of a poll parameter the manifest gives no default for: poll at every poll
-# point. Correct whatever the kernel's polling code does with it; the scheduler tunes it per
-# kernel from the profile (set_poll_every).
-DEFAULT_POLL_EVERY = 1
 PROFILES_DIR = "profiles"
 
 
@@ -82,6 +77,7 @@ class ModelInstance:
         self._hk: Stream | None = None
         self._slot_event: Event | None = None
         self._out_events: dict[int, Event] = {}
+        self._slot_pinned: Any = None
         self._closed = False
         self.launches: list[BoundLaunch] = []
         self.package = package if isinstance(package, ModelPackage) else ModelPackage.load(package)
@@ -97,7 +93,10 @@ class ModelInstance:
             # a cubin for sm_90 will not load on sm_80; say so before the driver does
             raise UnsupportedError(f"package built for {arch}, device is {device.info.arch}")
         self.kernels: list[LaunchRecord] = self.variant.kernels
-        self._reef_values = [self._launch_values(k) for k in self.kernels]
+        # reef_ scalars get the manifest's default launch values (DKP variant: every virtual
+        # block once, one physical block each); a scalar without one (say, a dispatcher's
+        # split) can only be launched by the DKP runtime, so refuse before allocating
+        self._reef_values = [k.reef_defaults() for k in self.kernels]
         for k, vals in zip(self.kernels, self._reef_values, strict=True):
             missing = [
                 a["name"] for a in k.args if a["kind"] == "reef_param" and a["name"] not in vals
@@ -122,8 +121,16 @@ class ModelInstance:
             self._alloc_buffers()
             self._flag = device.alloc(4)
             self._slots = device.alloc(4 * n)
-            # the slot read lands here (preallocated: the restore path allocates nothing)
-            self._slot_host = np.zeros(n, dtype=np.uint32)
+            self._slot_ptrs = [self._slots.offset(4 * k) for k in range(n)]
+            # The slot read lands here, preallocated (the restore path allocates nothing) and
+            # pinned where the device has pinned host memory: a device-to-host copy into
+            # pageable memory returns only once it is done (CUDA), which would stall the
+            # scheduler until the preempted work drained.
+            if device.capabilities.host_mapped_memory:
+                self._slot_pinned = device.alloc_host_mapped(4 * n)
+                self._slot_host = self._slot_pinned.host[: 4 * n].view(np.uint32)
+            else:
+                self._slot_host = np.zeros(n, dtype=np.uint32)
             self._slot_read_valid = False
             device.memset32(self._flag, 0, 1, self._hk)
             device.memset32(self._slots, 0, n, self._hk)
@@ -136,16 +143,6 @@ class ModelInstance:
             raise
 
     # ---------------------------------------------------------------- setup
-    @staticmethod
-    def _launch_values(k: LaunchRecord) -> dict[str, int]:
-        """reef_ scalar values of the default launch: the DKP defaults (every virtual block
-        once) plus the poll interval of a preemptible kernel."""
-        vals = k.dkp_defaults()
-        name = _poll_param_name(k)
-        if name is not None and name not in vals:
-            vals[name] = _poll_default(k)
-        return vals
-
     def _alloc_buffers(self) -> None:
         offsets, total = [], 0
         for b in self.package.manifest.buffers:
@@ -334,7 +331,7 @@ class ModelInstance:
         if not 0 <= start <= n:
             raise ValueError(f"resume point {start} outside 0..{n}")
         if start < n:
-            self.device.memset32(self._slots.offset(4 * start), 0, n - start, stream)
+            self.device.memset32(self._slot_ptrs[start], 0, n - start, stream)
         self._slot_read_valid = False  # a read queued before this reset is stale
 
     def resume(self, stream: Stream, start: int, stop: int | None = None) -> None:
@@ -457,11 +454,13 @@ class ModelInstance:
             n = self.num_kernels
             events = [self.device.create_event() for _ in range(n + 1)]
             for _ in range(warmup):
+                self.begin(s)  # slots stay valid counts (outside the timed span)
                 self.launch_range(s)
             s.synchronize()
             per_kernel = np.zeros((repeats, n))
             totals = []
             for r in range(repeats):
+                self.begin(s)
                 events[0].record(s)
                 for k, bound in enumerate(self.launches):
                     bound.launch(s)
@@ -510,7 +509,7 @@ class ModelInstance:
                 ev.destroy()
         self._out_events.clear()
         self._slot_event = None
-        for name in ("arena", "_flag", "_slots"):
+        for name in ("arena", "_flag", "_slots", "_slot_pinned"):
             buf = getattr(self, name)
             if buf is not None:
                 buf.free()
@@ -532,26 +531,8 @@ class ModelInstance:
 
 # -------------------------------------------------------------------- poll parameter
 def _poll_param_name(k: LaunchRecord) -> str | None:
-    """The kernel's poll-interval parameter: named by ``LaunchRecord.preempt`` where the
-    manifest has it, else the reef_param whose name starts with ``reef_poll_every``."""
-    rec = getattr(k, "preempt", None)
-    if rec is not None:
-        name = rec.get("poll_param") if isinstance(rec, dict) else getattr(rec, "poll_param", None)
-        if name:
-            return str(name)
-    for a in k.args:
-        if a["kind"] == "reef_param" and a["name"].startswith(POLL_PARAM_PREFIX):
-            return str(a["name"])
-    return None
-
-
-def _poll_default(k: LaunchRecord) -> int:
-    rec = getattr(k, "preempt", None)
-    for key in ("poll_every", "default_poll_every"):
-        v = rec.get(key) if isinstance(rec, dict) else getattr(rec, key, None)
-        if isinstance(v, int) and not isinstance(v, bool):
-            return v
-    return DEFAULT_POLL_EVERY
+    """The kernel's poll-interval parameter, as the manifest names it (None: no poll loop)."""
+    return k.preempt.poll_param if k.preempt is not None else None
 
 
 # -------------------------------------------------------------------- profiles

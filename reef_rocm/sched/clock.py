@@ -36,8 +36,8 @@ class HostClock:
             time.sleep(0)  # yield the GIL to submitting threads; the GPU is polled next
             return
         dt = t_us - self.now_us()
-        if dt > 200:
-            time.sleep(min(dt, 2000.0) / 1e6 - 1e-4)
+        if dt > 1000:  # sleep to ~500 us before the arrival (sleep overshoots), then spin
+            time.sleep(min(dt - 500.0, 5000.0) / 1e6)
         elif dt > 0:
             time.sleep(0)
 

@@ -16,7 +16,9 @@ device share one clock: the offset is exactly 0 and no calibration runs.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -64,9 +66,12 @@ def timestamp_image(device: Any) -> tuple[Any | None, str]:
         return _sim_image(), ""
     if backend == "cuda":
         return PTX, ""
+    hsaco = os.environ.get("REEF_TIMESTAMP_HSACO")
+    if backend == "hip" and hsaco:
+        return Path(hsaco).read_bytes(), ""
     return None, (
-        f"no timestamp kernel for backend {backend!r} yet (hip: hip_kernels/reef_timestamp.hip "
-        "is not built into the package); RT start times are host-observed"
+        f"no timestamp kernel for backend {backend!r} (hip: build hip_kernels/reef_timestamp.hip "
+        "and set REEF_TIMESTAMP_HSACO); RT start times are host-observed launch times"
     )
 
 

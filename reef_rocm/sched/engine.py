@@ -154,7 +154,7 @@ class Engine:
         variant = pol.be_variant if be else "plain"
         m = LoadedModel(
             self.device, package, priority, client, variant, cap_fallback_us=1.0,
-            poll_target_us=opt.poll_target_us, profile_on_load=opt.profile_on_load,
+            poll_target_us=opt.poll_target_us, profile_on_load=opt.profile_on_load and be,
             poll=be and self.preemptor.uses_poll,
         )  # fmt: skip
         try:
@@ -262,7 +262,14 @@ class Engine:
         return all(q.cur is None and not q.tasks for q in self.be)
 
     def step(self) -> bool:
-        progress = self._poll()
+        """One iteration. A waiting RT request is acted on before any completion is polled,
+        so no event query stands between its arrival and the preemption."""
+        progress = self._act(rt_first=True) if self.rt_fifo else False
+        progress |= self._poll()
+        return self._act(rt_first=False) or progress
+
+    def _act(self, rt_first: bool) -> bool:
+        progress = False
         v = self._refresh()
         a = self.policy.decide(v)
         if a & PREEMPT:
@@ -275,6 +282,8 @@ class Engine:
         for q in self.be:
             if q.await_marker:
                 self._queue_marker(q)
+        if rt_first:
+            return progress
         if a & RESUME_BE and self.state != NORMAL:
             progress |= self._resume()
         if a & START_BE:
@@ -356,7 +365,8 @@ class Engine:
         rec.done_us = self._now()
         st = self.stamps
         t = st.host_us(slot) if st is not None and st.available else None
-        rec.start_us = t - self.origin_us if t is not None else rec.launched_us
+        # no timestamp kernel: no measured start (never pass a host launch time off as one)
+        rec.start_us = t - self.origin_us if t is not None else None
         self.rt_busy.discard(id(task.model))
         p = task.preemption
         if p is not None:

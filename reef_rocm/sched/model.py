@@ -19,7 +19,7 @@ import numpy as np
 from reef_rocm.errors import UnsupportedError
 from reef_rocm.gpu.api import DevicePtr
 from reef_rocm.package.files import ModelPackage
-from reef_rocm.runtime.executor import CompletionCountError, ModelInstance
+from reef_rocm.runtime.executor import ModelInstance
 from reef_rocm.sched.records import TensorSpec
 
 PRIORITIES = ("rt", "be")
@@ -37,7 +37,7 @@ class ModelHandle:
     output_specs: list[TensorSpec]
     variant: str
     num_kernels: int
-    profile_source: str  # "stored", "measured", "none (kernel-count cap)"
+    profile_source: str  # "stored", "measured at load", "none (kernel-count cap)"
     id: int = field(default_factory=lambda: next(_ids))
 
     def __repr__(self) -> str:
@@ -135,8 +135,6 @@ class LoadedModel:
             _pinned_like(dev, s.shape, np.dtype(s.dtype), self._keep) for s in self.output_specs
         ]
         self.preemptible = any(a["kind"] == "completion_slot" for k in inst.kernels for a in k.args)
-        self.slot_host = _pinned_like(dev, (max(1, self.n),), np.dtype(np.uint32), self._keep)
-        self._slots = inst.completion_slots
         # per-kernel cost (us) for the device-queue cap
         us = stored_profile(self.package, dev.info.arch, variant)
         if us is not None and len(us) == self.n:
@@ -213,26 +211,15 @@ class LoadedModel:
             self.inst.prepare_resume(stream, start)
 
     def read_slots_async(self, stream: Any) -> None:
-        """Copy the slots to the pinned host array in stream order (after every BE kernel
-        queued before it); read ``first_incomplete()`` once the stream passed it. Pinned, so
-        the copy is asynchronous on CUDA too (a copy into pageable memory returns only once
-        it landed, which would stall the scheduler behind the BE stream)."""
+        """Queue the executor's slot read (pinned host memory, so it is asynchronous) behind
+        every BE kernel queued on ``stream``; ``first_incomplete()`` once the stream passed it."""
         if self.preemptible and self.n:
-            self.device.copy_to_host(self.slot_host, self._slots, stream)
+            self.inst.read_slots_async(stream)
 
     def first_incomplete(self) -> int:
-        """The first kernel whose completion count is short (from the last slot read)."""
-        counts = self.slot_host[: self.n]
-        short = counts != self.blocks
-        over = counts > self.blocks
-        if over.any():
-            i = int(np.flatnonzero(over)[0])
-            raise CompletionCountError(
-                f"{self.package.name}: kernel {i} completion count {int(counts[i])} exceeds its "
-                f"{int(self.blocks[i])} blocks (slots double-counted: not zeroed before a re-run)"
-            )
-        idx = np.flatnonzero(short)
-        return int(idx[0]) if idx.size else self.n
+        """The first kernel whose completion count is short (``count == blocks`` is complete;
+        more raises CompletionCountError: a double count)."""
+        return self.inst.first_incomplete()
 
     def check_inputs(self, inputs: Any) -> list[np.ndarray]:
         if not isinstance(inputs, (list, tuple)):

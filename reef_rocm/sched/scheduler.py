@@ -217,6 +217,9 @@ class Scheduler:
 
     def _thread_main(self, ready: Future) -> None:
         try:
+            bind = getattr(self.device, "make_current", None)
+            if bind is not None:  # CUDA contexts / HIP devices are per host thread
+                bind()
             self.engine = Engine(self.device, self.options, self.policy, self.clock)
         except BaseException as exc:  # noqa: BLE001
             ready.set_exception(exc)
@@ -237,11 +240,11 @@ class Scheduler:
                 if not running:
                     break
                 if not e.step():
-                    if e.busy:
-                        clock.wait_until(float("inf"), busy=True)
-                    elif e.idle:
+                    if e.idle:
                         kind, payload = inbox.get()
                         running = self._handle(kind, payload)
+                    else:  # work in flight (or stuck: the sim clock then says so)
+                        clock.wait_until(float("inf"), busy=True)
         except BaseException as exc:  # noqa: BLE001 - fail every request, keep the reason
             self._error = exc
             e.cancel_all(exc)
@@ -311,7 +314,9 @@ class Scheduler:
 
         clock = self.clock
         while True:
-            now = e._now()
+            # 1 ns of slack: the sim's clock is integer ns, so waiting until an arrival can
+            # land a rounding error short of it
+            now = e._now() + 1e-3
             while heap and heap[0][0] <= now:
                 t, _, li = heapq.heappop(heap)
                 submit(li, t)

@@ -72,3 +72,68 @@ def test_checker_catches_reuse():
     # read before any write
     early = _toy([_k("k0", [2, 3], [3]), _k("k1", [0, 2], [2])])
     assert any("before any write" in p for p in idempotence_violations(early))
+
+
+def _lowered_records(func) -> list[LaunchRecord]:
+    """Launch records of one PrimFunc f(x, y) bound to buffers 2 (x) and 3 (y) of _toy."""
+    import tvm
+
+    from reef_rocm.compiler.graph import PlanCall
+    from reef_rocm.compiler.kernels import bind_kernels, lower_kernels, primfunc_param_names
+
+    mod = tvm.IRModule({"f": func.with_attr("global_symbol", "f")})
+    build = lower_kernels(mod, tvm.target.Target({"kind": "cuda", "arch": "sm_90"}))
+    call = PlanCall("f", [{"kind": "buffer", "id": 2}, {"kind": "buffer", "id": 3}], [3])
+    return bind_kernels([call], build, primfunc_param_names(mod))
+
+
+def _kernels_for(body: str) -> list[LaunchRecord]:
+    """Launch records of f(x, y), a 2 x 64-thread kernel with the TVMScript ``body``."""
+    import tvm
+
+    src = (
+        "@T.prim_func\n"
+        "def f(x: T.Buffer((128,), 'float32'), y: T.Buffer((128,), 'float32')):\n"
+        "    T.func_attr({'tirx.noalias': True})\n"
+        "    for bx in T.thread_binding(2, thread='blockIdx.x'):\n"
+        "        for tx in T.thread_binding(64, thread='threadIdx.x'):\n"
+        + "".join(f"            {line}\n" for line in body.splitlines())
+    )
+    return _lowered_records(tvm.script.from_source(src))
+
+
+def test_in_place_update_is_flagged():
+    """A kernel that reads and writes one buffer (y += x) is not re-runnable: a re-run
+    starts from its first run's result. Seen from the lowered TIR, not from arguments."""
+    (k,) = _kernels_for("y[bx * 64 + tx] = y[bx * 64 + tx] + x[bx * 64 + tx]")
+    assert k.writes == [3] and k.loads == [2, 3]
+    m = _toy([_k("k0", [0, 1, 2], [2]), k])
+    assert any("reads and writes buffer 3" in p for p in idempotence_violations(m))
+
+
+def test_atomic_update_is_flagged():
+    (k,) = _kernels_for(
+        "T.evaluate(T.call_intrin('float32', 'tirx.atomic_add', "
+        "T.address_of(y[tx]), x[bx * 64 + tx]))"
+    )
+    assert 3 in k.writes and 3 in k.loads  # an atomic reads what it updates
+    m = _toy([_k("k0", [0, 1, 2], [2]), k])
+    assert any("reads and writes buffer 3" in p for p in idempotence_violations(m))
+
+
+def test_init_then_accumulate_is_not_flagged():
+    """dlight's fallback reductions initialise the output, then accumulate into it (e.g.
+    max_pool2d): the kernel reads only what it wrote itself, so a re-run starts afresh."""
+    (k,) = _kernels_for(
+        "y[bx * 64 + tx] = T.float32(0)\n"
+        "for j in range(4):\n"
+        "    y[bx * 64 + tx] = T.max(y[bx * 64 + tx], x[bx * 64 + (tx + j) % 64])"
+    )
+    assert k.writes == [3] and k.loads == [2]
+    assert idempotence_violations(_toy([_k("k0", [0, 1, 2], [2]), k])) == []
+    # reading an element it did not write first is an in-place read
+    (k2,) = _kernels_for(
+        "y[bx * 64 + tx] = T.float32(0)\n"
+        "y[bx * 64 + (tx + 1) % 64] = y[bx * 64 + (tx + 1) % 64] + x[tx]"
+    )
+    assert 3 in k2.loads

@@ -503,3 +503,183 @@ def test_merge_preemptible_kernels(wls):
     (body,) = _kernel_sources(build.source).values()
     assert body.count("tvm_builtin_cuda_atomic_add(") == 2  # one count per kernel
     assert body.count("__ldcv(") == 2  # one flag read per kernel
+
+
+# ------------------------------------------------------------------ substrate (issue 9)
+
+FENCE = "tvm_builtin_cuda_thread_fence();"
+
+
+@pytest.mark.parametrize("name", ["ew2d", "matmul", "two_kernels"])
+def test_cuda_completion_count_is_fenced(wls, name):
+    """Every thread fences its stores before the final barrier, and thread 0 fences again
+    before it counts: a reader that sees the count sees the block's outputs."""
+    src = fx.build_cuda(tr.make_preemptible(_mod(wls[name]), 4), cubin=False).source
+    assert "__threadfence();" in src  # what the fence op is on CUDA
+    for body in _kernel_sources(src).values():
+        end = body.rindex("__syncthreads();")
+        last_store = max(m.start() for m in re.finditer(r"\w+_ptr\[[^\]]*\] = ", body[:end]))
+        fence = body.rindex(FENCE, 0, end)
+        assert last_store < fence < end
+        # the one after the barrier, by thread 0, right before the atomic
+        tail = body[end:]
+        assert tail.index(FENCE) < tail.index(SLOT_ADD)
+        assert body.count(FENCE) == 2
+
+
+@needs_rocm
+@pytest.mark.parametrize("name", ["ew2d", "rows"])
+def test_rocm_completion_count_is_fenced(wls_rocm, name):
+    """gfx90a: store ... s_waitcnt vmcnt(0) ... s_barrier ... global_atomic_add (before the
+    fence the output had store -> s_barrier -> atomic with no vmcnt wait)."""
+    b = fx.build_rocm(tr.make_preemptible(_mod(wls_rocm[name]), 16))
+    lines = [ln.strip() for ln in b.asm.splitlines()]
+    atomic = max(i for i, ln in enumerate(lines) if ln.startswith("global_atomic_add"))
+    barrier = max(i for i in range(atomic) if lines[i].startswith("s_barrier"))
+    store = max(i for i in range(barrier) if lines[i].startswith("global_store"))
+    waits = [i for i in range(store, barrier) if re.match(r"s_waitcnt .*vmcnt\(0\)", lines[i])]
+    assert waits, lines[store : barrier + 1]
+    assert any(re.match(r"s_waitcnt .*vmcnt\(0\)", lines[i]) for i in range(barrier, atomic))
+    # the fence itself: every counter waited for (vmcnt, expcnt, lgkmcnt)
+    assert "s_waitcnt vmcnt(0) expcnt(0) lgkmcnt(0)" in b.asm
+
+
+def test_preemptible_of_dkp_is_refused(wls):
+    mod = _mod(wls["ew2d"])
+    with pytest.raises(ValueError, match="make_preemptible first"):
+        tr.make_preemptible(tr.make_dkp_ready(mod))
+    merged = tr.merge_dkp_kernels(wls["matmul"].func, wls["conv"].func)
+    with pytest.raises(ValueError, match="DKP-ready"):
+        tr.make_preemptible(tvm.IRModule({"reef_dispatch": merged}))
+
+
+def test_poll_every_parameter(wls):
+    p = tr.make_preemptible(_mod(wls["rows"]), 16)["rows"]
+    assert [x.name for x in p.params][-3:] == [tr.FLAG_PARAM, tr.SLOT_PARAM, tr.POLL_PARAM]
+    assert str(p.params[-1].ty) == "int32"
+    info = tr.preempt_info(p)
+    # rows: one 65536-trip loop per thread, the block's only loop
+    assert info["poll_params"] == [tr.POLL_PARAM] and info["loop_trips"] == [65536]
+    assert info["poll_interval"] == 16
+    # no pollable loop, no parameter: block-start check only
+    e = tr.make_preemptible(_mod(wls["ew2d"]), 16)["ew2d"]
+    assert tr.preempt_info(e)["poll_params"] == [None]
+    assert [x.name for x in e.params][-2:] == [tr.FLAG_PARAM, tr.SLOT_PARAM]
+    # matmul: a 32-trip K loop below short outer loops
+    m = tr.preempt_info(tr.make_preemptible(_mod(wls["matmul"]), 4)["matmul"])
+    assert m["poll_params"] == [tr.POLL_PARAM] and m["loop_trips"][0] % 32 == 0
+
+
+def test_poll_every_is_a_cuda_launch_argument(wls):
+    src = fx.build_cuda(tr.make_preemptible(_mod(wls["rows"]), 16), cubin=HAVE_NVCC).source
+    (sig,) = fx.parse_cuda_kernels(src)
+    assert {"name": tr.POLL_PARAM, "ctype": "int", "kind": "scalar"} in sig.params
+    (body,) = _kernel_sources(src).values()
+    # the chunk length comes from the argument; no compile-time chunk is left
+    (inner,) = re.findall(r"for \(int k = 0; k < ([^;]*);", body)
+    assert "reef_poll_every" in inner and "16" not in inner
+
+
+def test_preemptible_dkp_variant(wls):
+    """dkp_be: DKP-ready kernels with the flag, the slot and the poll interval; flag check
+    and count per virtual block (inside the virtual-block loop)."""
+    two = tr.make_preemptible_dkp(_mod(wls["two_kernels"]), 4)["two_kernels"]
+    names = [p.name for p in two.params]
+    assert tr.FLAG_PARAM in names and tr.SLOT_PARAM in names
+    assert names[-6:] == [
+        "reef_vblock_begin", "reef_vblock_count", "reef_grid_blocks",
+        "reef_vblock_begin_1", "reef_vblock_count_1", "reef_grid_blocks_1",
+    ]  # fmt: skip
+    assert tr.ATTR_PREEMPTIBLE in two.attrs and tr.ATTR_DKP in two.attrs
+    rows = tr.make_preemptible_dkp(_mod(wls["rows"]), 16)
+    src = fx.build_cuda(rows, cubin=HAVE_NVCC).source
+    (body,) = _kernel_sources(src).values()
+    (sig,) = fx.parse_cuda_kernels(src)
+    assert tr.POLL_PARAM in {p["name"] for p in sig.params}
+    loop = body.index("for (int reef_vblock_iter")
+    assert loop < body.index(FLAG_READ) and loop < body.index(SLOT_ADD)
+    assert body.count(SLOT_ADD) == 1
+
+
+def test_poll_param_suffix_per_kernel():
+    """Kernel i >= 1 of a PrimFunc takes reef_poll_every_i (like the DKP parameters)."""
+    from tvm.script import tirx as T
+
+    @T.prim_func(s_tir=True)
+    def two_loops(a: T.Buffer((1024,), "float32"), b: T.Buffer((1024,), "float32")):
+        T.func_attr({"global_symbol": "two_loops", "tirx.noalias": True})
+        for bx in T.thread_binding(4, thread="blockIdx.x"):
+            for tx in T.thread_binding(256, thread="threadIdx.x"):
+                with T.sblock("k0"):
+                    i = T.axis.spatial(1024, bx * 256 + tx)
+                    b[i] = a[i]
+        for bx in T.thread_binding(4, thread="blockIdx.x"):
+            for tx in T.thread_binding(16, thread="threadIdx.x"):
+                for j in range(16):
+                    with T.sblock("k1"):
+                        i = T.axis.spatial(1024, bx * 256 + tx * 16 + j)
+                        a[i] = b[i] * T.float32(2)
+
+    p = tr.make_preemptible(tvm.IRModule({"two_loops": two_loops}), 4)["two_loops"]
+    info = tr.preempt_info(p)
+    assert info["poll_params"] == [None, tr.POLL_PARAM + "_1"]
+    assert info["loop_trips"] == [0, 16]
+    assert [x.name for x in p.params][-1] == tr.POLL_PARAM + "_1"
+
+
+# ------------------------------------------------------------------ launch bounds
+
+
+def _occupancy(binary: bytes, arch: str, threads: dict[str, int]) -> dict[str, tuple[int, int]]:
+    """Kernel -> (registers, resident blocks per SM/CU) from the code object."""
+    from reef_rocm.codeobj import occupancy, read_code_object
+
+    co = read_code_object(binary)
+    return {
+        k: (co.kernels[k].registers, occupancy(arch, co.kernels[k], n).blocks_per_cu)
+        for k, n in threads.items()
+    }
+
+
+@needs_nvcc
+def test_cuda_variants_keep_plain_occupancy():
+    """sm_90, tiny_cnn: with __launch_bounds__(T, plain blocks/SM) no preemptible or
+    preemptible-DKP kernel has fewer resident blocks per SM than the plain kernel (without
+    it the dkp_be form of fused_conv2d1_add1_relu1 took 72 registers instead of 64 and
+    lost a block per SM). Registers themselves still differ either way."""
+    from reef_rocm.compiler.launch_bounds import plain_blocks_per_sm, with_min_blocks
+
+    prims = _zoo_prims("tiny_cnn", fx.CUDA_TARGET)
+    plain = fx.build_cuda(prims, cubin=True)
+    threads = {k.name: k.max_threads for k in plain.kernels}
+    base = _occupancy(plain.cubin, "sm_90", threads)
+    bounds = plain_blocks_per_sm(plain.cubin, "sm_90", plain.source)
+    assert bounds == {k: b for k, (_, b) in base.items()}
+    for vname, mod in {
+        "preemptible": tr.make_preemptible(prims, 16),
+        "dkp_be": tr.make_preemptible_dkp(prims, 16),
+    }.items():
+        src = with_min_blocks(fx.build_cuda(mod, cubin=False).source, bounds)
+        bounded = set(re.findall(r"__launch_bounds__\(\d+, \d+\) (\w+)\(", src))
+        assert bounded == set(threads)
+        got = _occupancy(fx.nvcc_cubin(src), "sm_90", threads)
+        fewer = {k: (base[k], got[k]) for k in base if got[k][1] < base[k][1]}
+        assert not fewer, (vname, fewer)
+
+
+@needs_rocm
+def test_rocm_preemptible_keeps_plain_occupancy():
+    """gfx90a, tiny_cnn: the preemptible variant (polls every 16) needs at most a VGPR
+    granule more, and no kernel loses a wave slot (measured; TVM cannot set
+    amdgpu-waves-per-eu, so this is what the compiler gives). The dkp_be variant does
+    lose occupancy on the first conv (151 -> 192 VGPRs): docs/transform.md."""
+    prims = _zoo_prims("tiny_cnn", fx.ROCM_TARGET)
+    plain = fx.build_rocm(prims)
+    pre = fx.build_rocm(tr.make_preemptible(prims, 16))
+    # every tiny_cnn kernel's block size, from its launch bound (TVM sets it to the block)
+    from reef_rocm.codeobj import read_code_object
+
+    threads = {k: r.max_threads for k, r in read_code_object(plain.hsaco).kernels.items()}
+    base = _occupancy(plain.hsaco, "gfx90a", threads)
+    got = _occupancy(pre.hsaco, "gfx90a", threads)
+    assert {k: b for k, (_, b) in got.items()} == {k: b for k, (_, b) in base.items()}

@@ -85,8 +85,14 @@ class Runner:
         (k,) = v["kernels"]
         return self.modules[variant].get_kernel(k["name"]), k["params"]
 
+    def poll_defaults(self, variant: str) -> dict[str, int]:
+        """The variant's reef_poll_every arguments at their compile-time default."""
+        pre = self.w["variants"][variant].get("preempt", {})
+        return {n: pre.get("poll_interval") or 0 for n in pre.get("poll_params", []) if n}
+
     def bind(self, variant: str, grid=None, **scalars):
         kern, params = self.kernel(variant)
+        scalars = {**self.poll_defaults(variant), **scalars}
         args = []
         for p in params:
             if p["name"] == "reef_preempt_flag":
@@ -276,3 +282,73 @@ def test_dispatcher_runs_two_kernels_in_one_launch(dev, manifest):
                             assert np.array_equal(got.view(np.uint32), plain[o].view(np.uint32))
                 if vname == "pre":
                     assert (ra.slot_value(), rb.slot_value()) == ((0, 0) if flag else (na, nb))
+
+
+def _cut_mid_kernel(dev, r: Runner, launch, plain: np.ndarray, nrows: int) -> list:
+    """Raise the flag from a side stream at several points of ``launch`` (rows: block or
+    virtual block b writes row b at its end). Checks what must hold wherever the flag
+    lands: no row partly written, every written row complete, slot == rows written.
+    Returns (fraction, slot, rows written) per try; stops after a cut mid-kernel."""
+    be, side = dev.create_stream(), dev.create_stream(priority=dev.stream_priority_range()[1])
+    r.reset()
+    t0, t1 = dev.create_event(), dev.create_event()
+    t0.record(be)
+    launch.launch(be)
+    t1.record(be)
+    be.synchronize()
+    kernel_s = t0.elapsed_ms(t1) / 1e3
+    outcomes = []
+    for frac in (0.5, 0.3, 0.7, 0.15, 0.85):
+        r.reset()
+        launch.launch(be)
+        time.sleep(kernel_s * frac)
+        side.write_value32(r.flag, 1)
+        be.synchronize()
+        side.synchronize()
+        out, done = r.read("out"), r.slot_value()
+        pois = _poisoned(out)
+        written = ~pois.any(axis=1)
+        partial = pois.any(axis=1) & ~pois.all(axis=1)
+        outcomes.append((frac, done, int(written.sum())))
+        assert not partial.any(), f"{int(partial.sum())} rows partly written"
+        assert done == int(written.sum())
+        assert np.array_equal(out[written].view(np.uint32), plain[written].view(np.uint32))
+        if 0 < done < nrows:
+            break
+    return outcomes
+
+
+@pytest.mark.parametrize("every", [0, 1, 16, 4096])
+def test_poll_every_argument_mid_kernel(dev, manifest, every):
+    """One preemptible binary (rows, polls compiled in for loops longer than 16) launched
+    with reef_poll_every = 0 (block-start check only), 1, 16 and 4096: the flag raised
+    mid-kernel leaves exact counts for every interval, and with the flag clear every
+    interval computes what plain does."""
+    r = Runner(dev, manifest, "rows")
+    if "pre_p16" not in r.w["variants"] or not r.poll_defaults("pre_p16"):
+        pytest.skip("fixtures have no pre_p16 with a poll interval argument")
+    (pname,) = r.poll_defaults("pre_p16")
+    plain = r.run("plain")["out"]
+    got = r.run("pre_p16", **{pname: every})["out"]
+    assert np.array_equal(got.view(np.uint32), plain.view(np.uint32))
+    assert r.slot_value() == r.num_blocks
+    outcomes = _cut_mid_kernel(dev, r, r.bind("pre_p16", **{pname: every}), plain, r.num_blocks)
+    if every and not any(0 < d < r.num_blocks for _, d, _ in outcomes):
+        pytest.fail(f"flag never landed mid-kernel: {outcomes}")
+
+
+def test_preemptible_dkp_mid_kernel(dev, manifest):
+    """dkp_be (dkp_pre_p16 here): a persistent grid of 8 physical blocks grid-strides over
+    rows' virtual blocks, polls every 16 iterations; the flag raised mid-kernel leaves
+    slot == virtual blocks whose row is complete, and no partial row."""
+    r = Runner(dev, manifest, "rows")
+    if "dkp_pre_p16" not in r.w["variants"]:
+        pytest.skip("fixtures have no dkp_pre_p16")
+    n = r.num_blocks
+    plain = r.run("plain")["out"]
+    dkp = {"reef_vblock_begin": 0, "reef_vblock_count": n, "reef_grid_blocks": 8}
+    got = r.run("dkp_pre_p16", grid=(8, 1, 1), **dkp)["out"]
+    assert np.array_equal(got.view(np.uint32), plain.view(np.uint32)) and r.slot_value() == n
+    outcomes = _cut_mid_kernel(dev, r, r.bind("dkp_pre_p16", (8, 1, 1), **dkp), plain, n)
+    if not any(0 < d < n for _, d, _ in outcomes):
+        pytest.fail(f"flag never landed mid-kernel: {outcomes}")

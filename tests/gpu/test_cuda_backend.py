@@ -228,3 +228,70 @@ def test_stream_memset_is_ordered_after_the_kernel_before_it(dev, module):
     assert done[0] == 0
     for b in (flag, slot, out):
         b.free()
+
+
+def test_close_and_context_managers_on_every_resource(dev, module):
+    with dev.alloc(64) as buf:
+        dev.memset32(buf, 7, 16)
+    assert buf.ptr == 0
+    buf.close()  # idempotent
+    with dev.alloc_host_mapped(64) as hm:
+        hm.host[:] = 1
+    assert hm.ptr == 0
+    with dev.create_stream() as s, dev.create_event() as ev:
+        ev.record(s)
+        ev.synchronize()
+    assert s.handle is None and ev.handle is None
+    s.close()
+    ev.close()
+    buf2 = dev.alloc(8)
+    buf2.free()  # the old verb is an alias of close()
+    buf2.close()
+    from reef_rocm.gpu import open_device as reopen
+
+    with reopen("cuda") as second:  # a second hold on the primary context, released on exit
+        with second.load_module(module._image) as m:
+            assert m.get_kernel("vector_add") is m.get_kernel("vector_add")
+        assert m.handle is None
+
+
+def test_bind_limit_is_the_device_attribute(dev, module):
+    from reef_rocm.errors import UnsupportedError
+
+    limit = dev.info.max_threads_per_block
+    k = module.get_kernel("vector_add")
+    k.bind(LaunchConfig(1, limit), (dev.alloc(4), dev.alloc(4), dev.alloc(4), np.int32(1)))
+    with pytest.raises(UnsupportedError, match=f"device limit of {limit}"):
+        k.bind(LaunchConfig(1, (limit, 2)), ())
+
+
+def test_make_current_from_another_thread(dev, module):
+    """A scheduler/server thread calls make_current() once, then launches and copies."""
+    import threading
+
+    n = 1024
+    a = np.arange(n, dtype=np.float32)
+    out = np.empty(n, dtype=np.float32)
+    errors = []
+
+    def worker():
+        try:
+            dev.make_current()
+            da, dc = dev.alloc(a.nbytes), dev.alloc(a.nbytes)
+            dev.copy_to_device(da, a)
+            s = dev.create_stream()
+            module.get_kernel("vector_add").launch(
+                s, LaunchConfig(n // 256, 256), da, da, dc, np.int32(n)
+            )
+            dev.copy_to_host(out, dc, stream=s)
+            s.synchronize()
+            for r in (da, dc, s):
+                r.close()
+        except Exception as e:  # re-raised in the test thread
+            errors.append(e)
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    assert not errors, errors
+    np.testing.assert_array_equal(out, a + a)

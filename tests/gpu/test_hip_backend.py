@@ -16,16 +16,25 @@ No machine here has an AMD GPU, so every HIP call the backend makes goes through
 
 One test at the end is marked ``gpu`` and runs the real backend; it skips cleanly unless
 ``probe("hip")`` finds an AMD GPU.
+
+The hip-python release line under test is whichever ``import hip`` finds. To run these tests
+against another release, install its wheel into a directory of its own and name it in
+``REEF_HIP_PYTHON`` (it goes first on sys.path), one release per pytest run:
+
+    pip download --no-deps -d /tmp/wheels "hip-python==6.4.4.*"
+    pip install --no-deps --target /tmp/hip644 /tmp/wheels/hip_python-6.4.4*.whl
+    REEF_HIP_PYTHON=/tmp/hip644 python -m pytest -q tests/gpu/test_hip_backend.py
 """
 
 from __future__ import annotations
 
 import builtins
 import ctypes
-import dataclasses
 import enum
 import importlib
+import os
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,15 +42,27 @@ from typing import Any
 import numpy as np
 import pytest
 
+_SELECTED = os.environ.get("REEF_HIP_PYTHON")
+if _SELECTED:
+    if "hip" in sys.modules:
+        raise RuntimeError("REEF_HIP_PYTHON is set but hip was imported before this module")
+    sys.path.insert(0, _SELECTED)
+
 hip_mod = pytest.importorskip("hip", reason="hip-python not installed")
 from hip import hip as real_hip  # noqa: E402
-from rocm.bindings import _hip_helpers  # noqa: E402
-from rocm.bindings.util import types as hip_types  # noqa: E402
 
 import reef_rocm.gpu.hip as hb  # noqa: E402
 from reef_rocm.errors import BackendUnavailable, GpuError, UnsupportedError  # noqa: E402
-from reef_rocm.gpu import LaunchConfig, PreemptLevel, probe  # noqa: E402
+from reef_rocm.gpu import LaunchConfig, PreemptLevel, _hip_compat, probe  # noqa: E402
 from reef_rocm.gpu.api import DevicePtr, Vendor  # noqa: E402
+from reef_rocm.rocm import kfd  # noqa: E402
+
+if _SELECTED and not Path(hip_mod.__file__).resolve().is_relative_to(Path(_SELECTED).resolve()):
+    raise RuntimeError(f"REEF_HIP_PYTHON={_SELECTED} but hip came from {hip_mod.__file__}")
+
+BINDINGS = _hip_compat.load()  # the real release line's wrapper types and conventions
+hip_types = BINDINGS.types
+_hip_helpers = importlib.import_module(BINDINGS.launch_extra_type.__module__)
 
 SUCCESS = real_hip.hipError_t.hipSuccess
 FA = real_hip.hipFunction_attribute
@@ -52,8 +73,12 @@ _C_RANGES = {
     "unsigned int": (0, 2**32 - 1),
     "uint32_t": (0, 2**32 - 1),
     "size_t": (0, 2**64 - 1),
+    "unsigned long": (0, 2**64 - 1),  # 6.x/7.x spell size_t so
     "unsigned long long": (0, 2**64 - 1),
 }
+
+# A type reference in a docstring: 10.x writes :py:obj:`~.T`, 6.x/7.x write `~.T`.
+_REF = r"(?::py:obj:)?`~\.([\w.]+)`"
 
 
 # ---------------------------------------------------------------------------------------
@@ -68,6 +93,18 @@ def _resolve(type_name: str) -> Any:
     if hasattr(builtins, type_name):
         return getattr(builtins, type_name)
     return getattr(real_hip, type_name)
+
+
+def _returns_from_pyx(name: str) -> list[str]:
+    """Return types of ``name`` as far as its shipped Cython source states them: only a
+    status-only ``return (retval,)`` is accepted (anything else: read the docstring)."""
+    pyx = Path(real_hip.__file__).with_name("hip.pyx")
+    source = pyx.read_text()
+    body = source.split(f"\ndef {name}(", 1)[1].split("\ndef ", 1)[0]
+    returned = re.search(r"^    return \((.*)\)$", body, re.M).group(1)
+    items = [x for x in returned.split(",") if x.strip()]
+    assert len(items) == 1, f"{name}: undocumented return {returned!r}"
+    return ["hipError_t"]
 
 
 @dataclass
@@ -88,12 +125,15 @@ class Signature:
             params.append((pname, " ".join(ctype) or None))
         args_doc = doc.split("Args:", 1)[1].split("Returns:", 1)[0] if "Args:" in doc else ""
         arg_types = {
-            m.group(1): m.group(2)
-            for m in re.finditer(r"^\s+(\w+) \(:py:obj:`~\.([\w.]+)`", args_doc, re.M)
+            m.group(1): m.group(2) for m in re.finditer(r"^\s+(\w+) \(" + _REF, args_doc, re.M)
         }
+        if "Returns:" not in doc:
+            # 6.x/7.x leave Returns out for some functions (hipGetDeviceProperties(prop, id)):
+            # read the returned tuple off the .pyx source the wheel ships instead.
+            return cls(name, params, arg_types, _returns_from_pyx(name))
         ret_doc = doc.split("Returns:", 1)[1].split(".. rubric", 1)[0]
         size = int(re.search(r"tuple` of size (\d+)", ret_doc).group(1))
-        returns = re.findall(r"^\s+\* :py:obj:`~\.([\w.]+)`", ret_doc, re.M)
+        returns = re.findall(r"^\s+\* " + _REF, ret_doc, re.M)
         assert len(returns) == size, f"{name}: cannot read its return types"
         return cls(name, params, arg_types, returns)
 
@@ -196,11 +236,11 @@ def _set_prop_string(props: Any, field_name: str, value: bytes) -> None:
     for off in range(props.c_sizeof()):  # stay inside the struct
         saved = ctypes.string_at(base + off, 1)
         ctypes.memset(base + off, ord("Q"), 1)
-        hit = getattr(props, field_name) == "Q"
+        hit = hb._text(getattr(props, field_name)) == "Q"  # str on 10.x, bytes on 6.x/7.x
         ctypes.memmove(base + off, saved, 1)
         if hit:
             ctypes.memmove(base + off, value + b"\0", len(value) + 1)
-            assert getattr(props, field_name) == value.decode()
+            assert hb._text(getattr(props, field_name)) == value.decode()
             return
     raise AssertionError(f"field {field_name} not found")
 
@@ -215,7 +255,8 @@ def default_handlers(fake: RecordingHip, devices: int = 1, cus: int = 80) -> Non
         return HANDLE_BASE + 0x1000 * next(counter)
 
     def props(call: Call) -> Any:
-        p = real_hip.hipDeviceProp_t()
+        # 10.x returns a new struct; 6.x/7.x fill the one passed as the first argument
+        p = call.args[0] if BINDINGS.props_out_param else real_hip.hipDeviceProp_t()
         _set_prop_string(p, "name", b"AMD Instinct MI210")
         _set_prop_string(p, "gcnArchName", b"gfx90a:sramecc+:xnack-")
         p.multiProcessorCount = cus
@@ -230,7 +271,8 @@ def default_handlers(fake: RecordingHip, devices: int = 1, cus: int = 80) -> Non
         p.pciDomainID = 0
         p.pciBusID = 0xC3
         p.pciDeviceID = 0
-        return fake.keep(p)
+        fake.keep(p)
+        return None if BINDINGS.props_out_param else p
 
     def host_malloc(call: Call) -> Any:
         buf = fake.keep(ctypes.create_string_buffer(call.args[0]))
@@ -277,22 +319,11 @@ def default_handlers(fake: RecordingHip, devices: int = 1, cus: int = 80) -> Non
 def hip_fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> RecordingHip:
     fake = RecordingHip()
     default_handlers(fake)
-    monkeypatch.setattr(hb, "_hip_mod", fake)
+    monkeypatch.setattr(_hip_compat, "_loaded", BINDINGS.with_function_module(fake))
     # No KFD on the test host unless a test builds one; never read the real sysfs.
-    monkeypatch.setattr(hb, "KFD_TOPOLOGY_NODES", str(tmp_path / "no-kfd"))
-    monkeypatch.setattr(
-        hb, "kfd_gpu_id", _with_nodes(hb.kfd_gpu_id, tmp_path / "no-kfd"), raising=True
-    )
+    real_topology = kfd.topology_gpus
+    monkeypatch.setattr(kfd, "topology_gpus", lambda: real_topology(tmp_path / "no-kfd"))
     return fake
-
-
-def _with_nodes(fn: Any, nodes: Path) -> Any:
-    def wrapped(*args: Any, **kw: Any) -> Any:
-        if len(args) < 5:
-            kw.setdefault("nodes_dir", nodes)
-        return fn(*args, **kw)
-
-    return wrapped
 
 
 @pytest.fixture
@@ -323,7 +354,7 @@ def test_real_return_conventions() -> None:
     """Facts the fake relies on, read off the real module (no GPU needed)."""
     assert Signature.of(real_hip.hipMalloc).returns == [
         "hipError_t",
-        "rocm.bindings.util.types.DeviceArray",
+        f"{hip_types.__name__}.DeviceArray",
     ]
     assert Signature.of(real_hip.hipModuleLaunchKernel).returns == ["hipError_t"]
     assert [p for p, _ in Signature.of(real_hip.hipModuleLaunchKernel).params][-2:] == [
@@ -331,8 +362,8 @@ def test_real_return_conventions() -> None:
         "extra",
     ]
     # hip-python passes an argument already of its wrapper type straight through.
-    lp = hip_types.ListOfPointer(0x1000)
-    assert hip_types.ListOfPointer.fromObj(lp) is lp
+    lp = BINDINGS.kernel_params_type(0x1000)
+    assert BINDINGS.kernel_params_type.fromObj(lp) is lp
     ex = _hip_helpers.HipModuleLaunchKernel_extra(0x2000)
     assert _hip_helpers.HipModuleLaunchKernel_extra.fromObj(ex) is ex
     s = real_hip.ihipStream_t(0x3000)
@@ -344,17 +375,39 @@ def test_real_return_conventions() -> None:
     ) == (1, 2, 3)
 
 
+def test_compat_seam_matches_the_installed_release() -> None:
+    """What _hip_compat says about this release line, against the real module's own
+    docstrings (the types the functions convert through, the argument lists)."""
+    from importlib.metadata import version
+
+    major = int(version("hip-python").split(".")[0])
+    assert BINDINGS.line == ("10.x" if major >= 10 else "6.x/7.x")
+    assert BINDINGS.version == f"hip-python {version('hip-python')}"
+    assert BINDINGS.hip_version.split(".")[0] == str(major if major < 10 else 7)
+    launch = Signature.of(real_hip.hipModuleLaunchKernel)
+    kp, extra = BINDINGS.kernel_params_type, BINDINGS.launch_extra_type
+    assert launch.arg_types["kernelParams"] == f"{kp.__module__}.{kp.__name__}"
+    assert launch.arg_types["extra"] == f"{extra.__module__}.{extra.__name__}"
+    props = Signature.of(real_hip.hipGetDeviceProperties)
+    if BINDINGS.props_out_param:
+        assert [p for p, _ in props.params] == ["prop", "deviceId"]
+        assert props.returns == ["hipError_t"]
+    else:
+        assert [p for p, _ in props.params] == ["deviceId"]
+        assert props.returns == ["hipError_t", "hipDeviceProp_t"]
+
+
 # ---------------------------------------------------------------------------------------
 # probe
 
 
 def test_probe_without_hip_python(monkeypatch: pytest.MonkeyPatch) -> None:
-    def missing() -> Any:
-        raise BackendUnavailable("hip-python is not installed")
-
-    monkeypatch.setattr(hb, "_hip", missing)
+    monkeypatch.setattr(_hip_compat, "_loaded", None)
+    monkeypatch.setitem(sys.modules, "hip", None)  # what `import hip` meets when absent
     report = hb.probe()
-    assert not report.available and "hip-python" in report.reason
+    assert not report.available and "hip-python is not installed" in report.reason
+    with pytest.raises(BackendUnavailable, match="pip install"):
+        hb.open_device(0)
 
 
 def test_probe_without_libamdhip64(hip_fake: RecordingHip) -> None:
@@ -394,9 +447,26 @@ def test_probe_one_device(hip_fake: RecordingHip) -> None:
     assert report.capabilities[0] == hb.HIP_CAPABILITIES
     assert report.capabilities[0].level is PreemptLevel.DEVICE_QUEUE
     assert report.versions["driver"] == "6.2.41134"
-    assert hip_fake.last("hipGetDeviceProperties").args == (0,)
-    # bindings built for HIP 7.15 against a 6.2 runtime: said, not hidden
-    assert "install the hip-python release matching your ROCm" in report.reason
+    asked = hip_fake.last("hipGetDeviceProperties").args
+    if BINDINGS.props_out_param:  # 6.x/7.x: (prop, deviceId), a real hipDeviceProp_t
+        assert isinstance(asked[0], real_hip.hipDeviceProp_t) and asked[1:] == (0,)
+    else:
+        assert asked == (0,)
+    # bindings built for another HIP major (7.2, 7.15) than the 6.2 runtime: said, not hidden
+    mismatch = not BINDINGS.hip_version.startswith("6.")
+    assert ("install the hip-python release matching your ROCm" in report.reason) is mismatch
+    assert report.reason == "" or mismatch
+
+
+def test_probe_never_raises_on_a_binding_surprise(hip_fake: RecordingHip) -> None:
+    """A hip-python whose call convention the seam does not know (what 7.2 met before the
+    seam: hipGetDeviceProperties with the wrong arity) is reported, not raised."""
+    hip_fake.raise_["hipGetDeviceProperties"] = TypeError(
+        "hipGetDeviceProperties() takes exactly 2 positional arguments (1 given)"
+    )
+    report = hb.probe()
+    assert not report.available and report.devices == [] and report.capabilities == []
+    assert "TypeError" in report.reason and "hipGetDeviceProperties" in report.reason
 
 
 def test_probe_runtime_lacks_symbol(hip_fake: RecordingHip) -> None:
@@ -433,7 +503,8 @@ def test_open_device_info(hip_fake: RecordingHip) -> None:
     assert info.memory_bytes == 64 * 2**30
     assert (info.max_threads_per_block, info.max_shared_memory_per_block) == (1024, 65536)
     assert info.runtime_version == "6.2.41134"
-    assert info.extra["pci_bus_id"] == 0xC3 and info.extra["kfd_gpu_id"] is None
+    assert info.extra["pci_bus_id"] == 0xC3 and info.kfd_gpu_id is None
+    assert "kfd_gpu_id" not in info.extra
     assert dev.capabilities == hb.HIP_CAPABILITIES
 
 
@@ -772,102 +843,141 @@ def test_error_names_call_and_status(hip_device: hb.HipDevice, hip_fake: Recordi
 # KFD node and capabilities
 
 
-def _kfd_tree(root: Path, nodes: list[tuple[int, dict[str, int]]]) -> Path:
+@dataclass(frozen=True)
+class Node:
+    """A KFD GPU node with the PCI fields the join needs (what the topology reader gives)."""
+
+    gpu_id: int
+    domain: int
+    location_id: int
+    unique_id: int = 0
+
+
+def test_kfd_gpu_id_by_pci_address() -> None:
+    nodes = [
+        Node(4242, 0, 0xC300, 1),
+        Node(777, 0, 0x8300, 2),
+        Node(999, 1, 0xC300, 3),
+        Node(555, 0, 0xC308, 4),  # bus 0xC3, device 1
+    ]
+    assert hb.kfd_gpu_id(0, 0xC3, 0, nodes=nodes) == 4242
+    assert hb.kfd_gpu_id(0, 0x83, 0, nodes=nodes) == 777
+    assert hb.kfd_gpu_id(1, 0xC3, 0, nodes=nodes) == 999
+    assert hb.kfd_gpu_id(0, 0xC3, 1, nodes=nodes) == 555
+    assert hb.kfd_gpu_id(0, 0x11, 0, nodes=nodes) is None
+    assert hb.kfd_gpu_id(0, 0xC3, 0, nodes=[]) is None
+
+
+def test_kfd_gpu_id_partitioned_needs_uuid() -> None:
+    # Two partitions of one GPU: same PCI address, partition number in location_id[31:28].
+    nodes = [
+        Node(11, 0, 0xC300, 0x1234ABCD00000001),
+        Node(12, 0, (1 << 28) | 0xC300, 0x1234ABCD00000002),
+    ]
+    assert hb.kfd_gpu_id(0, 0xC3, 0, nodes=nodes) is None  # never guess
+    assert hb.kfd_gpu_id(0, 0xC3, 0, uuid=b"1234abcd00000002", nodes=nodes) == 12
+    assert hb.kfd_gpu_id(0, 0xC3, 0, uuid=b"not-hex-at-all!!", nodes=nodes) is None
+    assert hb.kfd_gpu_id(0, 0xC3, 0, uuid=b"1234abcd000000ff", nodes=nodes) is None
+
+
+def test_kfd_node_without_pci_fields_never_matches() -> None:
+    """A reader that gives no PCI location (rocm/kfd.py's KfdNode before it grows one) must
+    turn the kill off, not aim it at the only GPU it sees."""
+    plain = kfd.KfdNode(node=1, gpu_id=4242, name="gfx90a", gfx_target_version=90010)
+    if hasattr(plain, "location_id"):
+        pytest.skip("KfdNode carries the PCI location")
+    assert hb.kfd_gpu_id(0, 0xC3, 0, nodes=[plain]) is None
+
+
+def _kfd_sysfs(root: Path, nodes: list[tuple[int, dict[str, int]]]) -> Path:
+    """A KFD sysfs tree as amdkfd lays it out: <root>/topology/nodes/<n>/{gpu_id,properties}."""
     for i, (gpu_id, props) in enumerate(nodes):
-        d = root / str(i)
+        d = root / "topology" / "nodes" / str(i)
         d.mkdir(parents=True)
         (d / "gpu_id").write_text(f"{gpu_id}\n")
+        (d / "name").write_text("gfx90a\n" if gpu_id else "\n")
         (d / "properties").write_text("".join(f"{k} {v}\n" for k, v in props.items()))
     return root
 
 
-def test_kfd_gpu_id_by_pci_address(tmp_path: Path) -> None:
-    root = _kfd_tree(
-        tmp_path / "nodes",
+def test_kfd_gpu_id_through_the_real_topology_reader(tmp_path: Path) -> None:
+    root = _kfd_sysfs(
+        tmp_path,
         [
             (0, {"cpu_cores_count": 64, "location_id": 0, "domain": 0}),
-            (4242, {"simd_count": 440, "location_id": 0xC300, "domain": 0, "unique_id": 1}),
-            (777, {"simd_count": 440, "location_id": 0x8300, "domain": 0, "unique_id": 2}),
-            (999, {"simd_count": 440, "location_id": 0xC300, "domain": 1, "unique_id": 3}),
+            (4242, {"simd_count": 440, "location_id": 0xC300, "domain": 0, "unique_id": 7}),
+            (777, {"simd_count": 440, "location_id": 0x8300, "domain": 0, "unique_id": 8}),
         ],
     )
-    assert hb.kfd_gpu_id(0, 0xC3, 0, nodes_dir=root) == 4242
-    assert hb.kfd_gpu_id(0, 0x83, 0, nodes_dir=root) == 777
-    assert hb.kfd_gpu_id(1, 0xC3, 0, nodes_dir=root) == 999
-    assert hb.kfd_gpu_id(0, 0x11, 0, nodes_dir=root) is None
-    assert hb.kfd_gpu_id(0, 0xC3, 0, nodes_dir=tmp_path / "absent") is None
+    nodes = kfd.topology_gpus(root)
+    assert hb.kfd_gpu_id(0, 0x83, 0, nodes=nodes) == 777
+    assert hb.kfd_gpu_id(0, 0xC3, 0, nodes=nodes) == 4242
 
 
-def test_kfd_gpu_id_partitioned_needs_uuid(tmp_path: Path) -> None:
-    # Two partitions of one GPU: same PCI address, partition number in location_id[31:28].
-    root = _kfd_tree(
-        tmp_path / "nodes",
-        [
-            (11, {"location_id": 0xC300, "domain": 0, "unique_id": 0x1234ABCD00000001}),
-            (12, {"location_id": (1 << 28) | 0xC300, "domain": 0, "unique_id": 0x1234ABCD00000002}),
-        ],
-    )
-    assert hb.kfd_gpu_id(0, 0xC3, 0, nodes_dir=root) is None  # never guess
-    assert hb.kfd_gpu_id(0, 0xC3, 0, uuid=b"1234abcd00000002", nodes_dir=root) == 12
-    assert hb.kfd_gpu_id(0, 0xC3, 0, uuid=b"not-hex-at-all!!", nodes_dir=root) is None
-
-
-def test_device_finds_kfd_node_and_patch(
-    hip_fake: RecordingHip, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    root = _kfd_tree(
-        tmp_path / "kfd",
-        [(0, {"location_id": 0}), (4242, {"location_id": 0xC300, "domain": 0})],
-    )
-    monkeypatch.setattr(hb, "kfd_gpu_id", _with_nodes(_real_kfd_gpu_id, root))
-    from reef_rocm.rocm import kfd
-
+def _patched_kfd(monkeypatch: pytest.MonkeyPatch, ops: list[str]) -> list[int]:
+    """The reef KFD patch answering for gpu_id 4242 with ``ops``; returns the kill log."""
     patched = kfd.KfdStatus(
         dev_kfd=True,
         patch_loaded=True,
         patch_version="1.0",
-        gpus={4242: kfd.GpuKfdStatus(4242, "gfx90a", 90010, ["kill_waves", "reset_queue"])},
+        gpus={4242: kfd.GpuKfdStatus(4242, "gfx90a", 90010, ops)},
     )
     monkeypatch.setattr(kfd, "kfd_status", lambda: patched)
     killed: list[int] = []
 
     class FakeKfdDevice:
+        vmid_mask = 0b100
+
         def __init__(self, gpu_id: int) -> None:
             self.gpu_id = gpu_id
 
         def kill_waves(self) -> Any:
             killed.append(self.gpu_id)
-            return kfd.KillResult(vmid_mask=0b100, xcc_mask=1)
+            return kfd.KillResult(vmid_mask=FakeKfdDevice.vmid_mask, xcc_mask=1)
+
+        def close(self) -> None:
+            killed.append(-1)
 
     monkeypatch.setattr(kfd, "KfdDevice", FakeKfdDevice)
+    return killed
+
+
+def test_device_finds_kfd_node_and_patch(
+    hip_fake: RecordingHip, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(kfd, "topology_gpus", lambda: [Node(4242, 0, 0xC300)])
+    killed = _patched_kfd(monkeypatch, ["kill_waves", "reset_queue"])
     dev = hb.open_device(0)
-    assert dev.info.extra["kfd_gpu_id"] == 4242
-    assert dev.capabilities.wave_kill and dev.capabilities.queue_reset
+    assert dev.info.kfd_gpu_id == 4242
+    assert dev.capabilities.wave_kill
+    # the patch offers RESET_QUEUE, but a HIP stream's ring is hidden: not implemented here
+    assert not dev.capabilities.queue_reset
+    with pytest.raises(UnsupportedError, match="queue_reset"):
+        dev.clear_queue(dev.create_stream())
     assert dev.capabilities.level is PreemptLevel.RUNNING
     assert dev.capabilities.cu_mask and dev.capabilities.stream_write_value
-    assert dev.kill_running_waves() == 0b100 and killed == [4242]
+    # Device.kill_running_waves: -1 = killed, count unknown (KFD names VMIDs, not waves)
+    assert dev.kill_running_waves() == -1 and killed == [4242]
+    kfd.KfdDevice.vmid_mask = 0  # type: ignore[attr-defined]
+    assert dev.kill_running_waves() == 0  # no VMID of ours was running: nothing killed
+    assert "hipDeviceGetUuid" not in hip_fake.names()  # the PCI address was enough
+    dev.close()
+    assert killed[-1] == -1  # the KFD descriptor is closed with the device
     # a patch that does not list the op for this GPU turns the capability off
-    patched = dataclasses.replace(
-        patched, gpus={4242: kfd.GpuKfdStatus(4242, "gfx1030", 100300, [])}
-    )
+    _patched_kfd(monkeypatch, [])
     dev = hb.open_device(0)
     assert not dev.capabilities.wave_kill
     with pytest.raises(UnsupportedError, match="wave_kill"):
         dev.kill_running_waves()
 
 
-_real_kfd_gpu_id = hb.kfd_gpu_id
-
-
 def test_kfd_capabilities_without_kfd(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No matched KFD node, or no /dev/kfd (the real binding's answer here): no kill."""
-    from reef_rocm.rocm import kfd
-
-    assert hb._kfd_capabilities(None) == (False, False)
+    assert hb._kfd_wave_kill(None) is False
     real_status = kfd.kfd_status
     absent = str(tmp_path / "kfd")
     monkeypatch.setattr(kfd, "kfd_status", lambda: real_status(dev_path=absent))
-    assert hb._kfd_capabilities(1) == (False, False)
+    assert hb._kfd_wave_kill(1) is False
 
 
 # ---------------------------------------------------------------------------------------
@@ -910,17 +1020,13 @@ def test_real_amd_gpu_roundtrip() -> None:
 
 
 def test_partitioned_gpu_resolved_by_uuid(
-    hip_fake: RecordingHip, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    hip_fake: RecordingHip, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    root = _kfd_tree(
-        tmp_path / "kfd",
-        [
-            (11, {"location_id": 0xC300, "domain": 0, "unique_id": 0x1234ABCD00000001}),
-            (12, {"location_id": (1 << 28) | 0xC300, "domain": 0, "unique_id": 0x1234ABCD00000002}),
-        ],
-    )
-    monkeypatch.setattr(hb, "KFD_TOPOLOGY_NODES", str(root))
-    monkeypatch.setattr(hb, "kfd_gpu_id", _real_kfd_gpu_id)
+    nodes = [
+        Node(11, 0, 0xC300, 0x1234ABCD00000001),
+        Node(12, 0, (1 << 28) | 0xC300, 0x1234ABCD00000002),
+    ]
+    monkeypatch.setattr(kfd, "topology_gpus", lambda: nodes)
 
     def uuid(call: Call) -> Any:
         u = hip_fake.keep(real_hip.hipUUID_t())
@@ -930,22 +1036,29 @@ def test_partitioned_gpu_resolved_by_uuid(
     hip_fake.handlers["hipDeviceGetUuid"] = uuid
     dev = hb.open_device(0)
     assert hip_fake.last("hipDeviceGetUuid").args == (0,)
-    assert dev.info.extra["kfd_gpu_id"] == 12
+    assert dev.info.kfd_gpu_id == 12
+
+
+def test_uuid_bytes_reads_all_sixteen() -> None:
+    """6.x/7.x read hipUUID_t.bytes as a C string; the seam reads the struct's 16 bytes."""
+    u = real_hip.hipUUID_t()
+    ctypes.memmove(u.as_c_void_p().value, b"ab\0defghijklmnop", 16)
+    assert _hip_compat.uuid_bytes(u) == b"ab\0defghijklmnop"
 
 
 def test_every_hip_call_in_the_backend_is_exercised(
     hip_fake: RecordingHip, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """Runs one scenario touching every call and compares with the calls hip.py contains."""
-    source = Path(hb.__file__).read_text()
+    source = Path(hb.__file__).read_text() + Path(_hip_compat.__file__).read_text()
     in_backend = {
         name
-        for name in re.findall(r"\b(?:hip|_hip\(\))\.(hip[A-Z]\w+)", source)
+        for name in re.findall(r"\b(?:hip|_hip\(\)|self\.hip)\.(hip[A-Z]\w+)", source)
         if callable(getattr(real_hip, name)) and not isinstance(getattr(real_hip, name), type)
     }
     assert {"hipModuleLaunchKernel", "hipGetErrorString", "hipDeviceGetUuid"} <= in_backend
     hb.probe()
-    test_partitioned_gpu_resolved_by_uuid(hip_fake, monkeypatch, tmp_path)
+    test_partitioned_gpu_resolved_by_uuid(hip_fake, monkeypatch)
     dev = hb.open_device(0)
     dev.stream_priority_range()
     dev.synchronize()
@@ -980,3 +1093,85 @@ def test_every_hip_call_in_the_backend_is_exercised(
     buf.free()
     hm.free()
     assert in_backend - set(hip_fake.names()) == set()
+
+
+# ---------------------------------------------------------------------------------------
+# one release verb, context managers, limits from the device
+
+
+def test_close_and_context_managers(hip_device: hb.HipDevice, hip_fake: RecordingHip) -> None:
+    with hip_device.alloc(64) as buf:
+        handle = buf._handle
+    assert hip_fake.last("hipFree").args == (handle,) and buf.ptr == 0
+    buf.close()  # idempotent
+    with hip_device.alloc_host_mapped(64) as hm:
+        host_ptr = hm._host_ptr
+    assert hip_fake.last("hipHostFree").addr("ptr") == host_ptr
+    with hip_device.create_stream() as s:
+        stream_handle = s.handle
+    assert hip_fake.last("hipStreamDestroy").args == (stream_handle,) and s.handle is None
+    with hip_device.create_event() as ev:
+        event_handle = ev.handle
+    assert hip_fake.last("hipEventDestroy").args == (event_handle,)
+    with hip_device.load_module(b"\x7fELF") as mod:
+        k = mod.get_kernel("k")
+        assert mod.get_kernel("k") is k
+        module_handle = mod.handle
+    assert hip_fake.last("hipModuleUnload").args == (module_handle,)
+    # the old verbs are aliases of close(): one release, whichever is called
+    b2 = hip_device.alloc(8)
+    b2.free()
+    b2.close()
+    s2 = hip_device.create_stream()
+    s2.destroy()
+    s2.close()
+    assert hip_fake.names().count("hipFree") == 2
+    assert hip_fake.names().count("hipStreamDestroy") == 2
+    with hb.open_device(0) as dev:
+        assert dev.info.backend == "hip"
+
+
+def test_bind_checks_the_device_limit_not_a_constant(
+    hip_fake: RecordingHip, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    props = hip_fake.handlers["hipGetDeviceProperties"]
+
+    def small_blocks(call: Call) -> Any:
+        p = props(call)
+        (call.args[0] if BINDINGS.props_out_param else p).maxThreadsPerBlock = 256
+        return p
+
+    hip_fake.handlers["hipGetDeviceProperties"] = small_blocks
+    dev = hb.open_device(0)
+    assert dev.info.max_threads_per_block == 256
+    k = dev.load_module(b"\x7fELF").get_kernel("k")
+    k.bind(LaunchConfig(1, 256), [])
+    with pytest.raises(
+        UnsupportedError, match="512 threads per block exceeds the device limit of 256"
+    ):
+        k.bind(LaunchConfig(1, (16, 32)), [])
+
+
+def test_memset_value_and_count_are_checked(hip_device: hb.HipDevice) -> None:
+    buf = hip_device.alloc(16)
+    for bad in (2**32, -(2**31) - 1, 1.5):
+        with pytest.raises(ValueError, match="32"):
+            hip_device.memset32(buf, bad, 1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="non-negative"):
+        hip_device.memset32(buf, 0, -1)
+    with pytest.raises(ValueError, match="16 bytes"):
+        hip_device.memset32(buf, 0, 5)
+    with pytest.raises(TypeError, match="HipStream"):
+        hip_device.memset32(buf, 0, 1, stream=object())  # type: ignore[arg-type]
+
+
+def test_make_current_per_thread(hip_fake: RecordingHip) -> None:
+    """A scheduler or server thread binds the device before its first call."""
+    import threading
+
+    dev = hb.open_device(0)
+    hip_fake.calls.clear()
+    t = threading.Thread(target=dev.make_current)
+    t.start()
+    t.join()
+    assert hip_fake.names() == ["hipSetDevice"] and hip_fake.last("hipSetDevice").args == (0,)

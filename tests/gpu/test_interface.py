@@ -93,3 +93,47 @@ def test_cuda_probe_without_gpu_reports_reason():
     if r.available:
         pytest.skip("a CUDA GPU is present")
     assert r.reason and not r.devices
+
+
+def test_close_is_the_release_verb_and_old_names_route_to_it():
+    released = []
+
+    class NewStyle(gpu_api.DeviceBuffer):
+        ptr, nbytes = 0x1000, 64
+
+        def close(self):
+            released.append("close")
+
+    class OldStyle(gpu_api.DeviceBuffer):  # a backend that still defines only free()
+        ptr, nbytes = 0x2000, 64
+
+        def free(self):
+            released.append("free")
+
+    class Neither(gpu_api.DeviceBuffer):
+        ptr, nbytes = 0x3000, 64
+
+    with NewStyle() as b:
+        assert b.offset(8).ptr == 0x1008
+    NewStyle().free()  # the old name is an alias of close()
+    with OldStyle():
+        pass
+    OldStyle().close()
+    assert released == ["close", "close", "free", "free"]
+    with pytest.raises(NotImplementedError, match="Neither does not implement close"):
+        Neither().close()
+    with pytest.raises(NotImplementedError):
+        Neither().free()
+
+
+def test_thirty_two_bit_patterns_and_block_limit():
+    from reef_rocm.errors import UnsupportedError
+
+    assert gpu_api.u32(-1) == gpu_api.u32(0xFFFFFFFF) == 0xFFFFFFFF
+    assert gpu_api.u32(np.int32(-2)) == 0xFFFFFFFE
+    for bad in (2**32, -(2**31) - 1, True, 1.0):
+        with pytest.raises(ValueError):
+            gpu_api.u32(bad)
+    gpu_api.check_block_size("k", LaunchConfig(1, (32, 32)), 1024)
+    with pytest.raises(UnsupportedError, match="1056 threads per block exceeds the device limit"):
+        gpu_api.check_block_size("k", LaunchConfig(1, (32, 33)), 1024)

@@ -11,6 +11,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 TARBALL_6_1 = Path(os.environ.get("REEF_LINUX_6_1_TARBALL", "/usr/src/linux-source-6.1.tar.xz"))
+CACHE = Path(os.environ.get("REEF_CACHE", Path.home() / ".cache" / "reef_rocm"))
+TARBALL_6_12 = Path(os.environ.get("REEF_LINUX_6_12_TARBALL",
+                                   CACHE / "debs" / "usr" / "src" / "linux-source-6.12.tar.xz"))
 
 
 @pytest.mark.slow
@@ -24,4 +27,6 @@ def test_kfd_patch_check() -> None:
     print(r.stderr[-5000:])
     assert r.returncode == 0, "kfd-patch-check failed (output above)"
     assert "6.1: no new warnings" in r.stdout
+    if TARBALL_6_12.exists():  # fetched by tools/fetch-kernel-sources.sh
+        assert "6.12: no new warnings" in r.stdout
     assert "kfd-patch-check: all checks passed" in r.stdout

@@ -25,6 +25,7 @@ from reef_rocm.package.manifest import (
     Buffer,
     LaunchRecord,
     Manifest,
+    PreemptLaunch,
     Variant,
 )  # fmt: skip
 from reef_rocm.package.weights import GENERATOR, generate
@@ -111,8 +112,11 @@ def write_package(
             if preemptible:
                 args += [{"kind": "preempt_flag"}, {"kind": "completion_slot"},
                          {"kind": "reef_param", "name": POLL, "dtype": "int32"}]  # fmt: skip
-            out.append(LaunchRecord(f"axpb_{i}", f"axpb_{i}", [blocks, 1, 1], [64, 1, 1], 0,
-                                    args, writes=[i + 2]))  # fmt: skip
+            rec = LaunchRecord(f"axpb_{i}", f"axpb_{i}", [blocks, 1, 1], [64, 1, 1], 0,
+                               args, writes=[i + 2])  # fmt: skip
+            if preemptible:  # one loop trip per block: the sim polls at block time / N
+                rec.preempt = PreemptLaunch("blocks", POLL, loop_trips=1)
+            out.append(rec)
         return out
 
     backend, _, arch = target.partition(":")
@@ -136,6 +140,13 @@ def write_package(
         (root / f"{v}.src").write_text("synthetic kernels: see tests/runtime/synthetic.py\n")
     pkg = SyntheticPackage(root, Manifest.load(root))
     pkg.block_time_us, pkg.per_block = block_time_us, per_block
+    # reference tensors, as the compiler stores them (the output from the CPU formula)
+    x = make_input(pkg)
+    np.save(root / "ref_in0.npy", x)
+    np.save(root / "ref_out0.npy", pkg.reference(x))
+    pkg.manifest.reference = {"inputs": ["ref_in0.npy"], "outputs": ["ref_out0.npy"],
+                              "device": "numpy"}  # fmt: skip
+    pkg.manifest.save(root)
     return pkg
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -82,41 +83,88 @@ def test_matches_cpu_reference(dev, path):
         s = dev.create_stream()
         for j in sorted({0, inst.num_kernels // 3, inst.num_kernels - 1}):
             inst.launch_range(s, j)
-            s.synchronize()
-            assert_matches(inst.get_output(0), refs[0], f"{pkg.name} after re-running {j}..")
+            assert_matches(inst.get_output(0, s), refs[0], f"{pkg.name} after re-running {j}..")
+        s.destroy()
 
 
-@pytest.mark.parametrize("path", _paths(), ids=lambda p: p.name)
-def test_preempt_and_restore(dev, path):
-    """Half the kernels run, the rest are evicted by the flag, restore resumes exactly."""
+def _preemptible(dev, path):
     from reef_rocm.runtime.executor import ModelInstance
 
     pkg = ModelPackage.load(path)
     if "preemptible" not in pkg.manifest.variants:
         pytest.skip("package has no preemptible variant")
-    with ModelInstance(dev, pkg, variant="preemptible") as inst:
-        n, s = inst.num_kernels, dev.create_stream()
+    if not dev.capabilities.stream_write_value:
+        pytest.skip("device has no stream write-value (the flag is raised with one)")
+    return pkg, ModelInstance(dev, pkg, variant="preemptible")
+
+
+def _busy_wait_us(us: float) -> None:
+    end = time.perf_counter() + us * 1e-6
+    while time.perf_counter() < end:
+        pass
+
+
+@pytest.mark.parametrize("path", _paths(), ids=lambda p: p.name)
+def test_preempt_and_restore(dev, path):
+    """Half the kernels run, the rest are evicted by the flag, restore resumes exactly."""
+    pkg, inst = _preemptible(dev, path)
+    with inst:
+        n, s, side = inst.num_kernels, dev.create_stream(), dev.create_stream()
         # with the flag clear the preemptible kernels compute what the plain ones do
         ref = pkg.reference_outputs()[0]
-        assert_matches(inst.run(pkg.reference_inputs())[0], ref, f"{pkg.name} preemptible")
+        assert_matches(inst.run(pkg.reference_inputs(), s)[0], ref, f"{pkg.name} preemptible")
+        inst.read_slots_async(s)
         assert inst.first_incomplete() == n, "every block of every kernel counts itself"
-        inst.reset_slots()
+        inst.begin(s)
         inst.launch_range(s, 0, n // 2)
-        s.synchronize()
+        inst.read_slots_async(s)
         assert inst.first_incomplete() == n // 2
-        dev.memset32(inst.preempt_flag, 1, 1)  # evict everything still to come
+        side.write_value32(inst.preempt_flag, 1)  # evict everything still to come
+        side.synchronize()
         inst.launch_range(s, n // 2)
-        s.synchronize()
+        inst.read_slots_async(s).synchronize()
         assert not inst.completed()[n // 2 :].any(), "evicted kernels must not count"
-        dev.memset32(inst.preempt_flag, 0, 1)
+        side.write_value32(inst.preempt_flag, 0)
+        side.synchronize()
         start = inst.first_incomplete()
         assert start == n // 2
-        inst.launch_range(s, start)
-        s.synchronize()
+        inst.resume(s, start)
+        inst.read_slots_async(s)
         assert inst.first_incomplete() == n
-        assert_matches(inst.get_output(0), ref, f"{pkg.name} restored")
-        inst.reset_slots()
+        assert_matches(inst.get_output(0, s), ref, f"{pkg.name} restored")
+        inst.begin(s)
+        inst.read_slots_async(s)
         assert inst.first_incomplete() == 0
+        s.destroy()
+        side.destroy()
+
+
+@pytest.mark.parametrize("poll_every", [0, 1], ids=["no-poll", "poll-every-iteration"])
+@pytest.mark.parametrize("path", _paths(), ids=lambda p: p.name)
+def test_preempt_mid_kernel_repeatedly(dev, path, poll_every):
+    """Flag raised on a side stream while a kernel runs, the model's three longest kernels
+    cut three times each, then one inference preempted at eight points; every restore goes
+    through prepare_resume/first_incomplete and ends at the CPU reference (tests/runtime/
+    scenarios.py says how). With poll points (packages whose kernels take reef_poll_every)
+    running blocks leave at their next poll too, so cuts land inside blocks' loops."""
+    from .scenarios import cut_longest_kernels, preempt_whole_inference
+
+    pkg, inst = _preemptible(dev, path)
+    with inst:
+        polled = [k for k in range(inst.num_kernels) if inst.poll_param(k) is not None]
+        if poll_every and not polled:
+            pytest.skip("no kernel of this package has poll points")
+        for k in polled:
+            inst.set_poll_every(k, poll_every)
+        r = cut_longest_kernels(inst, assert_matches)
+        print(f"{pkg.name}: {r['partial']} of {r['cuts']} cuts left kernels {r['targets']} "
+              f"partial (up to {r['max_waves']:.1f} waves)")  # fmt: skip
+        if r["max_waves"] >= 4:
+            assert r["partial"] > 0, "a kernel of >= 4 waves was never cut part way"
+        starts = preempt_whole_inference(
+            inst, assert_matches, lambda: time.perf_counter() * 1e6, _busy_wait_us
+        )
+        print(f"{pkg.name}: whole inference resumed at kernels {starts} of {inst.num_kernels}")
 
 
 @pytest.mark.parametrize("path", _paths(), ids=lambda p: p.name)
@@ -135,7 +183,8 @@ def test_dkp_matches_cpu_reference(dev, path):
     with ModelInstance(dev, pkg, variant="dkp") as inst:
         assert_matches(inst.run(pkg.reference_inputs())[0], ref, f"{pkg.name} dkp")
         s = dev.create_stream()
-        dev.memset32(inst.arena, 0, inst.arena.nbytes // 4)  # forget the first run
+        dev.memset32(inst.arena, 0, inst.arena.nbytes // 4, s)  # forget the first run
+        s.synchronize()
         inst.load_params()
         for i, x in enumerate(pkg.reference_inputs()):
             inst.set_input(i, x, s)
@@ -147,8 +196,8 @@ def test_dkp_matches_cpu_reference(dev, path):
                 if count:  # grid-stride: fewer physical than virtual blocks
                     keep.append(inst.bind_dkp(i, begin, count, max(1, count // 3)))
                     keep[-1].launch(s)
-        s.synchronize()
-        assert_matches(inst.get_output(0), ref, f"{pkg.name} dkp in split ranges")
+        assert_matches(inst.get_output(0, s), ref, f"{pkg.name} dkp in split ranges")
+        s.destroy()
         print(f"{pkg.name}: dkp variant, {inst.num_kernels} kernels match the CPU reference")
 
 

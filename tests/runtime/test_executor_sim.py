@@ -14,6 +14,7 @@ from reef_rocm.gpu import open_device
 from reef_rocm.runtime import CompletionCountError, ModelInstance, load_profile, profile_path
 
 from .fake_device import FakeDevice
+from .scenarios import cut_longest_kernels, preempt_whole_inference
 from .synthetic import make_input, write_package
 
 BLOCKS, CUS = 100, 32  # 100 blocks on 32 CUs, one block per CU: 4 rounds of 10 us
@@ -21,8 +22,11 @@ BLOCKS, CUS = 100, 32  # 100 blocks on 32 CUs, one block per CU: 4 rounds of 10 
 EXACT = dict(
     launch_overhead_us=0, stream_op_overhead_us=0, query_overhead_us=0, sync_latency_us=0,
     dispatch_latency_us=0, flag_visibility_us=0, block_skip_us=0, copy_latency_us=0,
-    trace=True,
+    trace=True, **{"write_value_model": "packet"},
 )  # fmt: skip
+# The flag is raised from a same-priority side stream into a full GPU: as a CUDA packet it
+# lands at once; as AMD's write-value blit it would wait for a free wave slot and lose it to
+# the BE kernel (tests/sim/test_sim_fidelity.py), so these CUDA-host scenarios say "packet".
 
 
 @pytest.fixture
@@ -36,7 +40,8 @@ def sim():
 
 
 def _no_polling(inst) -> None:
-    """Running blocks finish (the sim reads the poll parameter as microseconds, 0 = never)."""
+    """Running blocks finish (the sim reads the poll parameter as microseconds, 0 = never;
+    also the default, said here so the test does not depend on it)."""
     for k in range(inst.num_kernels):
         inst.set_poll_every(k, 0)
 
@@ -116,6 +121,25 @@ def test_poll_interval_edited_in_place_cuts_running_blocks(sim, pkg):
         np.testing.assert_array_equal(inst.get_output(0, s), pkg.reference(x))
 
 
+def _equal(out, ref, what):
+    np.testing.assert_array_equal(out, ref, err_msg=what)
+
+
+@pytest.mark.parametrize("poll_us", [0, 3])
+def test_gpu_preemption_scenarios_on_sim(tmp_path, poll_us):
+    """The GPU test's mid-kernel scenarios (tests/runtime/scenarios.py) on the sim, with
+    default (non-zero) host and device costs, without and with poll points."""
+    pkg = write_package(tmp_path / "synthetic-sim", n_kernels=5, blocks=200)
+    dev = open_device("sim", compute_units=CUS, write_value_model="packet")
+    with ModelInstance(dev, pkg, variant="preemptible") as inst:
+        for k in range(inst.num_kernels):
+            inst.set_poll_every(k, poll_us)
+        r = cut_longest_kernels(inst, _equal)
+        assert r["max_waves"] >= 4 and r["partial"] == r["cuts"] == 9
+        starts = preempt_whole_inference(inst, _equal, lambda: dev.now_us, dev.advance)
+        assert starts == sorted(starts) and len(set(starts)) > 1  # it made progress between
+
+
 def test_slot_reset_is_stream_ordered(sim, pkg):
     """A reset queued behind a running kernel lands after it (the slot ends at 0); the same
     memset on the null stream would land at once and the kernel would count on top of it."""
@@ -155,6 +179,21 @@ def test_get_output_waits_for_its_copy(sim, pkg):
         np.testing.assert_array_equal(buf, out)
         with pytest.raises(ValueError, match="float32"):
             inst.get_output_async(0, s, np.zeros(out.shape, np.float64))
+
+
+def test_slot_read_is_queued_not_waited(sim, pkg):
+    """read_slots_async returns at once (the copy waits in the stream, into pinned memory);
+    first_incomplete() then waits for it."""
+    with ModelInstance(sim, pkg, variant="preemptible") as inst:
+        assert inst._slot_pinned is not None  # the sim has host-mapped memory
+        s = sim.create_stream()
+        inst.begin(s)
+        inst.launch_range(s)
+        t0 = sim.now_us
+        inst.read_slots_async(s)
+        assert sim.now_us - t0 < 10 and not inst.slots_ready()  # four kernels of 40 us queued
+        assert inst.first_incomplete() == inst.num_kernels and inst.slots_ready()
+        assert sim.now_us - t0 >= 4 * 40
 
 
 def test_slot_reads_must_come_after_resets(sim, pkg):
@@ -199,8 +238,9 @@ def test_set_input_refuses_casts_and_reshapes(fake_pkg):
         assert dev.read(ptr, nbytes) == x.tobytes()
 
 
-def test_no_leaks_and_no_null_stream(fake_pkg):
-    dev = FakeDevice()
+@pytest.mark.parametrize("host_mapped", [False, True], ids=["pageable", "pinned"])
+def test_no_leaks_and_no_null_stream(fake_pkg, host_mapped):
+    dev = FakeDevice(host_mapped=host_mapped)
     inst = ModelInstance(dev, fake_pkg, variant="preemptible")
     assert len(dev.live_streams) == 1 and len(dev.live_events) == 1  # housekeeping, slot read
     x = make_input(fake_pkg)
@@ -246,11 +286,11 @@ def test_set_reef_param_in_place(fake_pkg):
             return int(np.frombuffer(raw[off : off + 4], np.int32)[0])
 
         inst.launch(1, s)
-        assert poll_value(dev.launched_params[-1]) == 1  # default: poll at every point
+        assert poll_value(dev.launched_params[-1]) == 0  # default: no poll point fires
         inst.set_poll_every(1, 7)
         inst.launch(1, s)
         inst.launch(2, s)
-        assert poll_value(dev.launched_params[-2]) == 7 and poll_value(dev.launched_params[-1]) == 1
+        assert poll_value(dev.launched_params[-2]) == 7 and poll_value(dev.launched_params[-1]) == 0
         assert bound.params.pointer_array == ptrs and inst.launches[1] is bound
         with pytest.raises(ValueError, match="no reef_ parameter 'reef_nope'"):
             inst.set_reef_param(1, "reef_nope", 1)
@@ -282,3 +322,12 @@ def test_profile_stored_beside_package(sim, pkg, tmp_path):
     assert [k["name"] for k in prof["kernels"]] == [k.name for k in pkg.manifest.variant().kernels]
     assert all(k["us_median"] > 0 for k in prof["kernels"]) and prof["arch"] == arch
     assert load_profile(pkg, arch, "plain") is None
+
+
+def test_profile_leaves_valid_slot_counts(sim, pkg):
+    """profile() launches every kernel many times; each timed run starts from zeroed slots,
+    so afterwards the counts are one run's, not a sum past the block count."""
+    with ModelInstance(sim, pkg, variant="preemptible") as inst:
+        prof = inst.profile(repeats=3, warmup=1)
+        assert len(prof["kernels"]) == inst.num_kernels
+        assert list(inst.read_slots()) == [BLOCKS] * inst.num_kernels

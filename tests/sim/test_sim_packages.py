@@ -79,29 +79,34 @@ def test_variant_binaries_are_sim_module_json(pkg):
     assert SimModuleSpec.from_image(p.binary("plain")).kernel("k1").poll_every is None
 
 
+def slots_now(dev, inst) -> list[int]:
+    """The completion slots as they are (a test's look, at no virtual cost)."""
+    raw = dev.peek(inst.completion_slots, 4 * inst.num_kernels)
+    return np.frombuffer(raw, dtype="<u4").tolist()
+
+
 def test_preempt_at_a_kernel_boundary_and_restore_gives_the_reference(pkg):
     p = ModelPackage.load(pkg)
     x, ref = p.reference_inputs()[0], p.reference_outputs()[0]
     dev = sim(dispatch_latency_us=10)  # longer than the synchronous memset that raises the flag
     with ModelInstance(dev, pkg, variant="preemptible") as inst:
         s = dev.create_stream()
-        inst.reset_slots()
+        inst.begin(s)
         inst.set_input(0, x, s)
         inst.launch_range(s)
         # raise the flag once k0 is done and before k1 starts (k1 waits for dispatch latency)
-        while inst.slot_counts()[0] < 8:
+        while slots_now(dev, inst)[0] < 8:
             dev.advance(0.5)
         dev.memset32(inst.preempt_flag, 1, 1)
         s.synchronize()
-        counts = inst.slot_counts()
-        assert counts.tolist() == [8, 0, 0]
-        assert not np.array_equal(inst.get_output(0), ref)
+        assert inst.read_slots(s).tolist() == [8, 0, 0]
+        assert not np.array_equal(inst.get_output(0, s), ref)
         start = inst.first_incomplete()
         assert start == 1
         dev.memset32(inst.preempt_flag, 0, 1)
-        inst.launch_range(s, start)
-        s.synchronize()
-        np.testing.assert_array_equal(inst.get_output(0), ref)
+        inst.resume(s, start)
+        np.testing.assert_array_equal(inst.get_output(0, s), ref)
+        inst.read_slots(s)
         assert inst.first_incomplete() == inst.num_kernels
     skipped = [b for b in dev.trace.blocks("k1") if b.outcome == "skipped"]
     assert len(skipped) == 16
@@ -113,7 +118,7 @@ def test_preempt_mid_kernel_by_polling_and_restore_gives_the_reference(pkg):
     dev = sim()
     with ModelInstance(dev, pkg, variant="preemptible") as inst:
         s = dev.create_stream()
-        inst.reset_slots()
+        inst.begin(s)
         inst.set_input(0, x, s)
         inst.launch_range(s)
         while not any(b.name == "k1" for b in dev.trace.blocks()):
@@ -123,16 +128,13 @@ def test_preempt_mid_kernel_by_polling_and_restore_gives_the_reference(pkg):
         s.synchronize()
         outcomes = {b.outcome for b in dev.trace.blocks("k1")}
         assert "polled_out" in outcomes and "completed" in outcomes
-        assert 0 < inst.slot_counts()[1] < 16
+        assert 0 < inst.read_slots(s)[1] < 16
         start = inst.first_incomplete()
         assert start == 1
         dev.memset32(inst.preempt_flag, 0, 1)
-        # the slots of every kernel a resume re-launches start from zero
-        dev.memset32(inst.completion_slots, 0, inst.num_kernels)
-        inst.launch_range(s, start)
-        s.synchronize()
-        np.testing.assert_array_equal(inst.get_output(0), ref)
-        assert inst.slot_counts().tolist() == [0, 16, 8]
+        inst.resume(s, start)  # zeroes the slots of k1.. in stream order, then launches
+        np.testing.assert_array_equal(inst.get_output(0, s), ref)
+        assert inst.read_slots(s).tolist() == [8, 16, 8]
 
 
 def test_poll_every_argument_sets_the_poll_period(tmp_path):
@@ -188,6 +190,21 @@ def test_profile_package_replays_measured_times(tmp_path):
     np.testing.assert_array_equal(out, p.reference_outputs()[0])
     dur = {k.name: k.end_us - k.start_us for k in dev.trace.kernels()}
     assert dur == pytest.approx({"conv": 24.0, "relu": 3.0, "conv_2": 12.0})
+
+
+def test_duration_plans_last_their_duration_whatever_the_block_count(tmp_path):
+    plans = [
+        SimKernelPlan("many", grid=300, block=256, duration_us=12),  # 3 rounds on 104 CUs
+        SimKernelPlan("few", grid=(2, 2), block=64, duration_us=7, blocks_per_cu=4),
+    ]
+    path = build_sim_package(tmp_path / "d", "d", plans, elements=1024)  # gfx90a, 104 CUs
+    dev = open_device("sim", trace=True)
+    with ModelInstance(dev, path) as inst:
+        inst.run(ModelPackage.load(path).reference_inputs())
+    dur = {k.name: k.end_us - k.start_us for k in dev.trace.kernels()}
+    assert dur == pytest.approx({"many": 12.0, "few": 7.0})
+    # more blocks than elements is fine: the extra blocks own no slice
+    assert len(dev.trace.blocks("many")) == 300
 
 
 def test_timing_only_package_has_no_reference_output(tmp_path):

@@ -12,10 +12,8 @@ from typing import Any
 
 from reef_rocm.gpu.api import BackendReport
 from reef_rocm.gpu.sim.config import ARCHS, ArchModel, SimConfig, occupancy
+from reef_rocm.gpu.sim.context import SimBlockContext
 from reef_rocm.gpu.sim.device import (
-    MODEL_NAME,
-    MODEL_VERSION,
-    SimBlockContext,
     SimBoundLaunch,
     SimBuffer,
     SimDevice,
@@ -24,19 +22,19 @@ from reef_rocm.gpu.sim.device import (
     SimKernel,
     SimModule,
     SimStream,
-    SimTrace,
-    TraceRecord,
 )
+from reef_rocm.gpu.sim.labels import MODEL_NAME, MODEL_VERSION
 from reef_rocm.gpu.sim.memory import SimMemory
-from reef_rocm.gpu.sim.spec import (
+from reef_rocm.gpu.sim.params import (
     PARAM_TYPES,
     ROLE_COMPLETION_SLOT,
+    ROLE_POLL_EVERY,
     ROLE_POLL_INTERVAL,
     ROLE_PREEMPT_FLAG,
-    SimKernelSpec,
-    SimModuleSpec,
     SimParam,
 )
+from reef_rocm.gpu.sim.spec import SimKernelSpec, SimModuleSpec
+from reef_rocm.gpu.sim.trace import SimTrace, TraceRecord
 
 __all__ = [
     "ARCHS",
@@ -44,6 +42,7 @@ __all__ = [
     "MODEL_VERSION",
     "PARAM_TYPES",
     "ROLE_COMPLETION_SLOT",
+    "ROLE_POLL_EVERY",
     "ROLE_POLL_INTERVAL",
     "ROLE_PREEMPT_FLAG",
     "ArchModel",

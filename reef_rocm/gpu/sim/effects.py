@@ -33,8 +33,8 @@ import numpy as np
 from reef_rocm.errors import CodeObjectError
 
 if TYPE_CHECKING:
-    from reef_rocm.gpu.sim.device import SimBlockContext
-    from reef_rocm.gpu.sim.spec import SimParam
+    from reef_rocm.gpu.sim.context import SimBlockContext
+    from reef_rocm.gpu.sim.params import SimParam
 
 DTYPES = ("float32", "float64", "float16", "int32", "uint32", "int64")
 
@@ -66,6 +66,8 @@ class Effect:
     def _array(self, ctx: SimBlockContext, field_: str) -> np.ndarray:
         """The slice of the buffer named by ``field_`` this block owns, as a numpy view."""
         lo, hi = block_slice(ctx.block_id, ctx.num_blocks, self.n)
+        if hi <= lo:  # more blocks than elements: this one owns nothing
+            return np.empty(0, self.dtype)
         item = np.dtype(self.dtype).itemsize
         addr = int(ctx.arg(getattr(self, field_))) + lo * item
         what = f"{self.kernel} effect {self.op} {field_}"

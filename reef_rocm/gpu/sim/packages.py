@@ -15,8 +15,9 @@ whole arrays, independently of the sim.
 
 Preemptible kernels take the arguments the REEF transformer adds, in its order: the preempt
 flag pointer, the completion slot pointer and (``poll_arg=True``) an int32 ``reef_poll_every``
-(poll every N loop iterations, 0 = block-start check only). ``LaunchRecord`` has no field for
-the loop trip count yet, so ``loop_trips`` lives in the sim module spec only.
+(poll every N loop iterations, 0 = block-start check only). ``loop_trips`` lives in the sim
+module spec and, where the manifest schema has ``LaunchRecord.preempt`` (schema 3), also there
+with the poll parameter and the plan's ``poll_every`` as the default launch value.
 
 ``sim_package_from_profile(out_dir, profile)`` builds one whose kernels replay a per-kernel
 timing profile (what ``ModelInstance.profile()`` / ``reef profile`` writes), so a scheduler or
@@ -48,7 +49,7 @@ from reef_rocm.gpu.sim.spec import (
     SimModuleSpec,
     SimParam,
 )
-from reef_rocm.package.manifest import Buffer, LaunchRecord, Manifest, Variant
+from reef_rocm.package.manifest import Buffer, LaunchRecord, Manifest, PreemptLaunch, Variant
 from reef_rocm.package.weights import GENERATOR, generate
 
 POLL_PARAM = "reef_poll_every"  # the transformer's name for the poll-period argument
@@ -71,7 +72,8 @@ class SimKernelPlan:
 
     Give ``block_time_us`` (one block's run time) or ``duration_us`` (the whole kernel alone on
     the package's sim device; block time = duration / rounds of ``blocks_per_cu`` blocks on
-    every CU). ``blocks_per_cu`` pins occupancy (None: computed from the block size).
+    every CU). ``blocks_per_cu`` pins occupancy (None: computed from the block size with
+    ``block_time_us``, 1 with ``duration_us``).
     ``loop_trips``: iterations of a block's loop, the unit of ``reef_poll_every``.
     ``poll_every``: the poll period baked into the preemptible kernel when it takes no
     ``reef_poll_every`` argument (None: block-start check only).
@@ -101,6 +103,14 @@ class SimKernelPlan:
     @property
     def num_blocks(self) -> int:
         return math.prod(_dims3(self.grid, "grid"))
+
+    @property
+    def occupancy_pin(self) -> int | None:
+        """``blocks_per_cu`` for the kernel model: a ``duration_us`` plan is pinned (to 1 when
+        not given), because its block time was derived from that many blocks per CU."""
+        if self.duration_us is not None:
+            return self.blocks_per_cu or 1
+        return self.blocks_per_cu
 
     def block_time(self, compute_units: int) -> float:
         """Block time that makes the kernel last ``duration_us`` on ``compute_units`` CUs."""
@@ -213,24 +223,32 @@ def build_sim_package(
                     name=plan.name,
                     block_time_us=plan.block_time(cus),
                     params=tuple(params),
-                    blocks_per_cu=plan.blocks_per_cu,
+                    blocks_per_cu=plan.occupancy_pin,
                     loop_trips=plan.loop_trips,
                     poll_every=plan.poll_every if pre and not poll_arg else None,
                     effect=effect,
                     meta={"grid": list(grid), "block": list(block)},
                 )
             )
-            records.append(
-                LaunchRecord(
-                    name=plan.name,
-                    func=plan.name,
-                    grid=list(grid),
-                    block=list(block),
-                    shared_mem=0,
-                    args=args,
-                    writes=[xs[i + 1]],
-                )  # fmt: skip
+            record = LaunchRecord(
+                name=plan.name,
+                func=plan.name,
+                grid=list(grid),
+                block=list(block),
+                shared_mem=0,
+                args=args,
+                writes=[xs[i + 1]],
             )
+            if pre:
+                # what the transformer records: slot counts blocks, the poll argument, the
+                # loop trips per block and the compile-time poll interval
+                record.preempt = PreemptLaunch(
+                    slot_counts="blocks",
+                    poll_param=POLL_PARAM if poll_arg else None,
+                    loop_trips=plan.loop_trips,
+                    default_poll_every=plan.poll_every or 0,
+                )
+            records.append(record)
         module = SimModuleSpec(tuple(specs), f"{name}-{vname}")
         rel = f"sim/{vname}.simmod.json"
         files[rel] = module.to_bytes()

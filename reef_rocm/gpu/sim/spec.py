@@ -16,117 +16,42 @@ from __future__ import annotations
 import json
 import math
 import os
-import struct
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from reef_rocm.errors import CodeObjectError
+from reef_rocm.gpu.sim.context import SimBlockContext
+from reef_rocm.gpu.sim.params import (
+    PARAM_TYPES,
+    ROLE_COMPLETION_SLOT,
+    ROLE_POLL_EVERY,
+    ROLE_POLL_INTERVAL,
+    ROLE_PREEMPT_FLAG,
+    ROLES,
+    SimParam,
+    decode_params,
+    param_layout,
+)
 
-if TYPE_CHECKING:
-    from reef_rocm.gpu.sim.device import SimBlockContext
+__all__ = [
+    "MODULE_FORMAT",
+    "MODULE_FORMAT_VERSION",
+    "PARAM_TYPES",
+    "ROLES",
+    "ROLE_COMPLETION_SLOT",
+    "ROLE_POLL_EVERY",
+    "ROLE_POLL_INTERVAL",
+    "ROLE_PREEMPT_FLAG",
+    "SimKernelSpec",
+    "SimModuleSpec",
+    "SimParam",
+    "decode_params",
+    "param_layout",
+]
 
 MODULE_FORMAT = "reef-sim-module"
 MODULE_FORMAT_VERSION = 1
-
-#: parameter type -> (size in bytes = C alignment, struct code)
-PARAM_TYPES: dict[str, tuple[int, str]] = {
-    "ptr": (8, "Q"),
-    "i8": (1, "b"),
-    "u8": (1, "B"),
-    "i16": (2, "h"),
-    "u16": (2, "H"),
-    "f16": (2, "e"),
-    "i32": (4, "i"),
-    "u32": (4, "I"),
-    "f32": (4, "f"),
-    "i64": (8, "q"),
-    "u64": (8, "Q"),
-    "f64": (8, "d"),
-}
-
-#: roles a parameter may play in REEF's mechanisms
-ROLE_PREEMPT_FLAG = "preempt_flag"  # u32 in device memory; nonzero -> blocks return early
-ROLE_COMPLETION_SLOT = "completion_slot"  # u32 every completed block atomically increments
-ROLE_POLL_INTERVAL = "poll_interval_us"  # numeric: in-kernel flag poll period (0 = none)
-# integer: poll the flag every N iterations of the block's loop (``loop_trips`` per block);
-# 0 = block-start check only. What the transformer's ``reef_poll_every`` argument means.
-ROLE_POLL_EVERY = "poll_every"
-ROLES = (ROLE_PREEMPT_FLAG, ROLE_COMPLETION_SLOT, ROLE_POLL_INTERVAL, ROLE_POLL_EVERY)
-INT_TYPES = ("i8", "u8", "i16", "u16", "i32", "u32", "i64", "u64")
-
-
-@dataclass(frozen=True)
-class SimParam:
-    """One kernel parameter: a name, a C type (see PARAM_TYPES) and an optional role."""
-
-    name: str
-    type: str = "ptr"
-    role: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.type not in PARAM_TYPES:
-            raise ValueError(
-                f"parameter {self.name!r}: unknown type {self.type!r}; "
-                f"use one of {', '.join(PARAM_TYPES)}"
-            )
-        if self.role is not None and self.role not in ROLES:
-            raise ValueError(f"parameter {self.name!r}: unknown role {self.role!r}")
-        if self.role in (ROLE_PREEMPT_FLAG, ROLE_COMPLETION_SLOT) and self.type != "ptr":
-            raise ValueError(f"parameter {self.name!r}: a {self.role} must be a pointer")
-        if self.role == ROLE_POLL_INTERVAL and self.type == "ptr":
-            raise ValueError(f"parameter {self.name!r}: a poll interval must be a number")
-        if self.role == ROLE_POLL_EVERY and self.type not in INT_TYPES:
-            raise ValueError(f"parameter {self.name!r}: poll_every must be an integer type")
-
-    @property
-    def size(self) -> int:
-        return PARAM_TYPES[self.type][0]
-
-    @staticmethod
-    def coerce(p: SimParam | Mapping[str, Any] | str) -> SimParam:
-        """Accept a SimParam, a dict ``{"name", "type", "role"}`` or ``"name[:type[:role]]"``."""
-        if isinstance(p, SimParam):
-            return p
-        if isinstance(p, str):
-            parts = p.split(":")
-            if not 1 <= len(parts) <= 3 or not parts[0]:
-                raise ValueError(f"bad parameter shorthand {p!r}; expected 'name[:type[:role]]'")
-            return SimParam(parts[0], parts[1] if len(parts) > 1 else "ptr", *parts[2:])
-        if isinstance(p, Mapping):
-            return SimParam(str(p["name"]), str(p.get("type", "ptr")), p.get("role"))
-        raise TypeError(f"cannot make a kernel parameter from {type(p).__name__}")
-
-    def as_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"name": self.name, "type": self.type}
-        if self.role:
-            d["role"] = self.role
-        return d
-
-
-def param_layout(params: Sequence[SimParam]) -> tuple[tuple[int, ...], int]:
-    """(offsets, total size) of ``params`` laid out as the C ABI lays out kernel arguments.
-
-    Computed independently of ParamBlock on purpose: the sim decodes launches with this layout,
-    so a packing bug in ParamBlock shows up as wrong argument values.
-    """
-    offsets = []
-    end = 0
-    for p in params:
-        end = (end + p.size - 1) // p.size * p.size
-        offsets.append(end)
-        end += p.size
-    return tuple(offsets), end
-
-
-def decode_params(params: Sequence[SimParam], raw: bytes) -> tuple[int | float, ...]:
-    offsets, size = param_layout(params)
-    if len(raw) < size:
-        raise ValueError(f"argument buffer has {len(raw)} bytes, kernel needs {size}")
-    return tuple(
-        struct.unpack_from("<" + PARAM_TYPES[p.type][1], raw, off)[0]
-        for p, off in zip(params, offsets, strict=True)
-    )
 
 
 @dataclass(frozen=True)
@@ -148,15 +73,16 @@ class SimKernelSpec:
     reef_rocm.gpu.sim.effects.EFFECTS and the parameters it reads/writes); unlike ``on_block``
     it survives JSON, so it can live in a model package.
 
-    Occupancy: ``blocks_per_cu`` if given, else computed from ``registers`` (per thread),
-    ``shared_bytes`` (static) plus the launch's dynamic shared memory, and the block size,
-    under the device's architecture limits.
+    Occupancy: ``blocks_per_cu`` if given, else reef_rocm.codeobj.occupancy's for
+    ``registers`` (per thread), ``sgprs`` (AMD), ``shared_bytes`` (static) plus the launch's
+    dynamic shared memory, and the block size, on the device's architecture.
     """
 
     name: str
     block_time_us: float
     params: tuple[SimParam, ...] = ()
     registers: int = 32
+    sgprs: int = 0  # AMD scalar registers per wave (occupancy only; 0 = no SGPR limit)
     shared_bytes: int = 0
     local_bytes: int = 0
     max_threads_per_block: int = 1024
@@ -203,7 +129,7 @@ class SimKernelSpec:
         )
         if polls and self.role_index(ROLE_PREEMPT_FLAG) is None:
             raise ValueError(f"kernel {self.name}: polling needs a preempt_flag parameter")
-        for what in ("registers", "shared_bytes", "local_bytes"):
+        for what in ("registers", "sgprs", "shared_bytes", "local_bytes"):
             if getattr(self, what) < 0:
                 raise ValueError(f"kernel {self.name}: {what} must be >= 0")
 
@@ -230,6 +156,8 @@ class SimKernelSpec:
             "local_bytes": self.local_bytes,
             "max_threads_per_block": self.max_threads_per_block,
         }
+        if self.sgprs:
+            d["sgprs"] = self.sgprs
         for k in ("blocks_per_cu", "poll_interval_us", "skip_time_us", "poll_every", "effect"):
             if getattr(self, k) is not None:
                 d[k] = getattr(self, k) if k != "effect" else dict(self.effect)  # type: ignore
@@ -247,7 +175,7 @@ class SimKernelSpec:
         known = {
             "name", "block_time_us", "params", "registers", "shared_bytes", "local_bytes",
             "max_threads_per_block", "blocks_per_cu", "poll_interval_us", "skip_time_us", "meta",
-            "loop_trips", "poll_every", "effect",
+            "loop_trips", "poll_every", "effect", "sgprs",
         }  # fmt: skip
         unknown = set(d) - known - {"on_block_dropped"}
         if unknown:
@@ -353,7 +281,8 @@ class SimModuleSpec:
                           "params": ["ptr", ...] or [{"name": .., "type": ..}, ...],
                           "num_args": 3}, ...]}
 
-        ``"kernels"`` may also be a mapping name -> record. A kernel's blocks ran in
+        ``"kernels"`` may also be a mapping name -> record; ``us_median`` (what ``reef profile``
+        writes) stands in for ``duration_us``. A kernel's blocks ran in
         ``ceil(blocks / (compute_units * blocks_per_cu))`` rounds, so its block time is the
         duration divided by that count (``blocks_per_cu`` defaults to 1 and is pinned on the
         spec, so the sim replays the measured duration on a device with the same CU count).
@@ -383,7 +312,7 @@ class SimModuleSpec:
             if len(shapes) > 1:
                 raise ValueError(f"profile kernel {kname!r} appears with launch shapes {shapes}")
             r0 = recs[0]
-            duration = sum(float(r["duration_us"]) for r in recs) / len(recs)
+            duration = sum(_duration(r, kname) for r in recs) / len(recs)
             blocks = math.prod(int(x) for x in r0.get("grid", (1,)))
             per_cu = int(r0.get("blocks_per_cu", 1))
             rounds = math.ceil(blocks / (cus * per_cu))
@@ -419,6 +348,14 @@ class SimModuleSpec:
                 )
             )
         return cls(tuple(specs), name or str(prof.get("name", "")))
+
+
+def _duration(record: Mapping[str, Any], name: str) -> float:
+    """A profiled kernel's time: ``duration_us``, or ``us_median`` as ``reef profile`` writes."""
+    for key in ("duration_us", "us_median"):
+        if key in record:
+            return float(record[key])
+    raise ValueError(f"profile kernel {name!r} has neither duration_us nor us_median")
 
 
 def _load_json(src: Mapping[str, Any] | str | bytes | os.PathLike[str]) -> Mapping[str, Any]:

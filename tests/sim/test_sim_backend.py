@@ -109,6 +109,25 @@ def test_occupancy_from_resources_packs_blocks_per_cu():
     assert sorted(r.cu for r in dev.trace.blocks()) == [0, 0, 1, 1]
 
 
+def test_occupancy_applies_allocation_granularity_and_slot_rules():
+    # The sim uses reef_rocm.codeobj.occupancy; these are the documented hardware rules,
+    # computed by hand (the old sim formula got each of them wrong).
+    amd = sim()
+    k = amd.load_module(SimKernelSpec("lds", 10, shared_bytes=13000)).get_kernel("lds")
+    # gfx90a LDS is allocated in 512-byte granules: 13000 -> 13312 B, 65536 // 13312 = 4 (not 5)
+    assert k.max_active_blocks_per_cu(256) == 4
+    k = amd.load_module(SimKernelSpec("wave", 10, registers=60)).get_kernel("wave")
+    # one-wave workgroups take no barrier slot: 60 -> 64 VGPRs, 8 waves/SIMD x 4 SIMDs = 32
+    assert k.max_active_blocks_per_cu(64) == 32
+    assert k.max_active_blocks_per_cu(128) == 16  # two waves each: 32 wave slots / 2
+    nv = sim(arch="sm_90")
+    k = nv.load_module(SimKernelSpec("smem", 10, shared_bytes=57 * 1024)).get_kernel("smem")
+    # sm_90 reserves 1 KiB per block: 58 KiB per block, 228 KiB // 58 KiB = 3 (not 4)
+    assert k.max_active_blocks_per_cu(128) == 3
+    pinned = amd.load_module(SimKernelSpec("p", 10, shared_bytes=13000, blocks_per_cu=7))
+    assert pinned.get_kernel("p").max_active_blocks_per_cu(256) == 7  # pinning still wins
+
+
 def test_blocks_of_different_kernels_share_a_cu_by_occupancy():
     dev = sim(compute_units=1)
     mod = dev.load_module(
@@ -225,7 +244,9 @@ def test_flag_set_before_launch_all_blocks_skip():
 
 
 def test_flag_raised_mid_kernel_counts_completed_blocks_and_skips_the_rest():
-    dev = sim(flag_visibility_us=6, block_skip_us=0.5)
+    # the packet write-value (CUDA's): lands flag_visibility_us after reaching the queue head;
+    # the AMD blit write-value is tested in test_sim_fidelity.py
+    dev = sim(flag_visibility_us=6, block_skip_us=0.5, write_value_model="packet")
     be = BE(dev, blocks=6)
     be_stream, flag_stream = dev.create_stream(), dev.create_stream()
     be.bound.launch(be_stream)
@@ -247,7 +268,7 @@ def test_flag_raised_mid_kernel_counts_completed_blocks_and_skips_the_rest():
 
 
 def test_in_kernel_polling_leaves_running_blocks_at_the_next_poll():
-    dev = sim(flag_visibility_us=6, block_skip_us=0.5)
+    dev = sim(flag_visibility_us=6, block_skip_us=0.5, write_value_model="packet")
     be = BE(dev, be_kernel(poll_interval_us=4), blocks=6)
     be.bound.launch(dev.create_stream())
     dev.run_until(12)
@@ -579,6 +600,12 @@ def test_module_from_profile_replays_measured_durations():
     assert dev.now_us == 30.0 and dev.peek_u32(bufs[3]) == 12
     with pytest.raises(ValueError, match="compute_units"):
         SimModuleSpec.from_profile({"kernels": profile["kernels"]})
+    # what `reef profile` writes: us_median instead of duration_us
+    reef = {"kernels": [{"name": "conv", "us_median": 30.0, "grid": [12, 1, 1],
+                         "block": [256, 1, 1]}]}  # fmt: skip
+    assert SimModuleSpec.from_profile(reef, compute_units=4).kernel("conv").block_time_us == 10.0
+    with pytest.raises(ValueError, match="neither duration_us nor us_median"):
+        SimModuleSpec.from_profile({"kernels": [{"name": "x", "grid": [1]}]}, compute_units=4)
 
 
 def scenario(**kw) -> dict:
