@@ -21,9 +21,18 @@ DEFAULT_PROFILES = Path(__file__).resolve().parents[3] / "docs" / "results" / "p
 SIM_LOOP_TRIPS = 32
 
 
+def _target(path: Path) -> dict[str, Any]:
+    try:
+        t = json.loads((path / "manifest.json").read_text()).get("target", {})
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return {}
+    return t if isinstance(t, dict) else {}
+
+
 def find_model_package(root: str | Path, model: str, backend: str, arch: str | None) -> Path:
-    """The package for ``model`` under ``root`` (directories named ``<model>-<backend>_<arch>``,
-    as `reef compile` writes them). Prefers the device's target; errors list what is there."""
+    """The package for ``model`` under ``root`` (directories named ``<model>-<target>``, as
+    `reef compile` writes them) whose manifest target the device loads (backend and arch);
+    errors list what is there."""
     from reef_rocm.package.files import find_packages
 
     paths = find_packages(root)
@@ -34,16 +43,19 @@ def find_model_package(root: str | Path, model: str, backend: str, arch: str | N
             f"no package for model {model!r} in {root} (have: {', '.join(have)}); "
             f"build it with `reef compile {model} --target ...`"
         )
-    tag = f"-{backend}_{arch}" if arch else f"-{backend}_"
-    exact = [p for p in mine if p.name.endswith(tag) or (not arch and tag in p.name)]
     if backend == "sim":
-        return (exact or mine)[0]
-    if not exact:
+        return mine[0]
+    fits = [
+        p for p in mine
+        if _target(p).get("backend") == backend and (not arch or _target(p).get("arch") == arch)
+    ]  # fmt: skip
+    if not fits:
         raise WorkloadError(
-            f"package for {model!r} in {root} is for {', '.join(p.name for p in mine)}, "
+            f"package for {model!r} in {root} is for "
+            f"{', '.join(str(_target(p).get('name', p.name)) for p in mine)}, "
             f"the device is {backend}:{arch}"
         )
-    return exact[0]
+    return fits[0]
 
 
 def find_profile(root: str | Path, model: str) -> Path:
