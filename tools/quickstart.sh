@@ -28,20 +28,8 @@ SUDO=""
 
 tag=""
 say() { echo "${tag}quickstart: $*" >&2; }
-
-# ---- system packages (only what is missing) ---------------------------------------------------
-apt_pkgs=()
-command -v "$PY3" >/dev/null || apt_pkgs+=(python3)
-"$PY3" -c 'import venv, ensurepip' 2>/dev/null || apt_pkgs+=(python3-venv)
-command -v gcc >/dev/null || apt_pkgs+=(gcc)
-"$PY3" -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(sysconfig.get_paths()["include"] + "/Python.h"))' \
-	2>/dev/null || apt_pkgs+=(python3-dev)
-if ((${#apt_pkgs[@]})); then
-	say "installing ${apt_pkgs[*]} (apt)"
-	$SUDO apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
-		"${apt_pkgs[@]}" >/dev/null
-fi
+# installer output, prefixed like every other line (on the sim: "[simulated] ")
+quiet() { "$@" 2>&1 | sed -u "s/^/${tag}/" >&2; return "${PIPESTATUS[0]}"; }
 
 # ---- which GPU, if any -------------------------------------------------------------------------
 extras=""
@@ -70,17 +58,31 @@ case "$target" in
 esac
 [ "$backend" = sim ] && tag="[simulated] "
 
+# ---- system packages (only what is missing) ---------------------------------------------------
+apt_pkgs=()
+command -v "$PY3" >/dev/null || apt_pkgs+=(python3)
+"$PY3" -c 'import venv, ensurepip' 2>/dev/null || apt_pkgs+=(python3-venv)
+command -v gcc >/dev/null || apt_pkgs+=(gcc)
+"$PY3" -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(sysconfig.get_paths()["include"] + "/Python.h"))' \
+	2>/dev/null || apt_pkgs+=(python3-dev)
+if ((${#apt_pkgs[@]})); then
+	say "installing ${apt_pkgs[*]} (apt)"
+	quiet $SUDO apt-get update -qq
+	quiet $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+		"${apt_pkgs[@]}"
+fi
+
 # ---- Python environment ------------------------------------------------------------------------
-[ -x "$VENV/bin/python" ] || "$PY3" -m venv "$VENV"
+[ -x "$VENV/bin/python" ] || quiet "$PY3" -m venv "$VENV"
 PY=$VENV/bin/python
-"$PY" -m pip install -q --upgrade pip
+quiet "$PY" -m pip install -q --upgrade pip
 spec="."
 [ -n "$extras" ] && spec=".[$extras]"
 say "installing reef_rocm ($spec) with matplotlib and tqdm into $VENV"
-"$PY" -m pip install -q -e "$spec" matplotlib tqdm
+quiet "$PY" -m pip install -q -e "$spec" matplotlib tqdm
 if [ "$backend" = hip ]; then
 	# hip-python follows ROCm's version numbers: the one matching this ROCm (docs/hip_backend.md)
-	"$PY" -m pip install -q "hip-python==${rocm_version:?cannot read /opt/rocm/.info/version}.*"
+	quiet "$PY" -m pip install -q "hip-python==${rocm_version:?cannot read /opt/rocm/.info/version}.*"
 fi
 
 # ---- models and the run ------------------------------------------------------------------------
