@@ -111,3 +111,17 @@ def test_kernel_length_sweep_runs_synthetic_be_models(results_file):
 def test_kernel_length_sweep_is_sim_only(tmp_path, profiles, fake):
     with pytest.raises(UnsupportedError, match="simulated packages only"):
         runner.DisbBench(_opts(tmp_path, profiles, backend="cuda", sweep_be_kernel_us=[10.0]))
+
+
+def test_be_alone_reference_is_shared_by_workloads_with_the_same_be_clients(
+    tmp_path, profiles, fake
+):
+    bench = runner.DisbBench(_opts(tmp_path, profiles, workloads="all",
+                                   policies=["rt-only", "reset"]))  # fmt: skip
+    doc = bench.run()
+    bench.close()
+    be_only = [a for _, a in fake if all(k.startswith("be-") for k in a)]
+    assert len(be_only) == 2  # ResNet-152 (A, B) and the five models (C, D, E)
+    by_wl = {r["workload"]["name"]: r["be_alone"]["measured_in"] for r in doc["workloads"]}
+    assert by_wl == {"A": "A", "B": "A", "C": "C", "D": "C", "E": "C"}
+    assert bench.console.done == bench.console.total == 5 * 2 + 2

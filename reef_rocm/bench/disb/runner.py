@@ -134,6 +134,7 @@ class DisbBench:
         self.console: Console | None = None
         self.packages: dict[str, Path] = {}
         self.notes: list[str] = []
+        self._be_alone: dict[tuple, dict[str, Any]] = {}
 
     # ---- setup -------------------------------------------------------------------------------
 
@@ -265,9 +266,16 @@ class DisbBench:
             be_pol = self.options.be_alone_policy
             if be_pol not in self.available:
                 be_pol = next(p for p in self.available if p != REFERENCE_POLICY)
-            be_alone = self._step(f"{w.name} BE alone ({be_pol})", w, be_pol, w.be_clients,
-                                  arrivals, cap)  # fmt: skip
-            be_alone["policy"] = f"be-alone ({be_pol})"
+            # the BE-alone reference depends on the BE clients only: C, D, E and the scaled
+            # variants share one run (and A, B another)
+            key = (tuple(w.be_clients), w.duration_s, w.warmup_s, w.seed, cap, be_pol)
+            if key not in self._be_alone:
+                m = self._step(f"{w.name} BE alone ({be_pol})", w, be_pol, w.be_clients,
+                               arrivals, cap)  # fmt: skip
+                m["policy"] = f"be-alone ({be_pol})"
+                m["measured_in"] = w.name
+                self._be_alone[key] = m
+            be_alone = self._be_alone[key]
         refs = met.references(rt_only, be_alone)
         res["references"] = refs.as_dict()
         res["be_alone"] = be_alone
@@ -339,14 +347,14 @@ class DisbBench:
             return w.with_rt_scale(AUTO_RT_BUSY_TARGET / res["offered_rt_load"])
         return w.with_rt_scale(float(scale))
 
-    def _runs_for(self, w: Workload) -> int:
+    def _runs_for(self, w: Workload, be_alone: bool = False) -> int:
         n = len([p for p in self.policies if p != REFERENCE_POLICY]) + 1
         n += len(self.options.sweep_cap) * len(self._sweep_policies())
         n += len(self.options.sweep_be_kernel_us) * len(self._kernel_sweep_policies())
-        return n + (1 if w.be_clients else 0)
+        return n + (1 if be_alone and w.be_clients else 0)
 
     def _planned_runs(self) -> int:
-        n = 0
+        n = len({tuple(w.be_clients) for w in self.workloads if w.be_clients})  # BE alone
         for w in self.workloads:
             n += self._runs_for(w)
             if self.options.rt_scale not in (None, "auto") and any(
@@ -360,12 +368,12 @@ class DisbBench:
         total = self._planned_runs()
         self.console = Console(self.simulated, total, bar=self.options.progress_bar)
         con = self.console
-        load_s = sum((w.warmup_s + w.duration_s) * self._runs_for(w) for w in self.workloads)
+        load_s = total * max(w.warmup_s + w.duration_s for w in self.workloads)
         names = ", ".join(w.name for w in self.workloads)
         con.say(
             f"DISB on {self.device_info.name}: workloads {names}; policies "
-            f"{', '.join(self.policies)}; {total} runs, {load_s:.0f} s of offered load plus "
-            "model loading"
+            f"{', '.join(self.policies)}; {total} runs, at most {load_s:.0f} s of offered load "
+            "plus model loading"
         )
         for p, why in self.skipped.items():
             con.say(f"skipping {p}: {why}")
