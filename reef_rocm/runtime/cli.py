@@ -37,8 +37,12 @@ def register_bench(subparsers: Any) -> None:
     sub = bench.add_subparsers(dest="bench_command", metavar="BENCHMARK")
     # every argument, --options and --help included, goes to runtime.bench's own parser
     # (prefix "+" so argparse leaves "-..." words alone)
-    p = sub.add_parser("models", help="benchmark packages on a GPU (runtime.bench)",
-                       prefix_chars="+", add_help=False)
+    p = sub.add_parser(
+        "models",
+        help="benchmark packages on a GPU (runtime.bench)",
+        prefix_chars="+",
+        add_help=False,
+    )
     p.add_argument("bench_args", nargs=argparse.REMAINDER,
                    help="arguments of python -m reef_rocm.runtime.bench")  # fmt: skip
     p.set_defaults(func=cmd_bench)

@@ -11,8 +11,8 @@ same workload gives the same arrivals in every run and for every policy.
 - closed: ``None`` (the scheduler issues the next request when the last one finished);
 - trace: the file's times (microseconds from the start of warm-up), cut at the run's end.
 
-Generated times are rounded to whole microseconds (the resolution every clock here has; it also
-keeps arrival instants exact on the sim's integer-nanosecond clock).
+Generated times are rounded to whole microseconds (finer than any latency reported; it keeps
+arrival instants exact on the sim's integer-nanosecond clock).
 """
 
 from __future__ import annotations

@@ -222,8 +222,8 @@ class DisbBench:
                     specs.append(sched.LoadSpec(h, arrivals_us=arrivals[c.name]))
                 if self.simulated:
                     # start the run on a whole microsecond of the sim's ns clock: with whole-us
-                    # arrivals every arrival instant is then exact (the scheduler's run_load
-                    # spins when origin + arrival rounds below the arrival; reported)
+                    # arrivals every arrival instant is then exact (no float rounding between
+                    # run origin + arrival and the integer-ns clock)
                     dev.run_until(math.ceil(dev.now_us))
                 # run_load's duration is the whole run, warm-up included; requests that
                 # arrived in the warm-up are not reported
