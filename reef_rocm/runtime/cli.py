@@ -1,4 +1,5 @@
-"""``reef profile`` and ``reef bench``: model packages on a GPU, through the runtime.
+"""``reef profile`` and ``reef bench`` (models, disb, plot): model packages on a GPU, through the
+runtime and the scheduler.
 
 Heavy imports (GPU bindings) happen inside the handlers so ``reef --help`` stays fast.
 """
@@ -22,10 +23,32 @@ def register(subparsers: Any) -> None:
     p.add_argument("--repeats", type=int, default=10)
     p.set_defaults(func=cmd_profile)
 
-    p = subparsers.add_parser("bench", help="benchmark packages on a GPU (runtime.bench)")
+    register_bench(subparsers)
+
+
+def register_bench(subparsers: Any) -> None:
+    """``reef bench`` is a group: ``models`` (the zoo benchmark, runtime.bench), ``disb``
+    (DISB workloads under every policy), ``plot`` (figures of a DISB results file) and
+    ``compare`` (do two DISB results agree)."""
+    from reef_rocm.bench.disb.cli import add_compare_parser, add_disb_parser, add_plot_parser
+
+    bench = subparsers.add_parser("bench", help="benchmarks: models, disb, plot, compare")
+    bench.set_defaults(func=lambda _args: bench.print_help() or 2)
+    sub = bench.add_subparsers(dest="bench_command", metavar="BENCHMARK")
+    # every argument, --options and --help included, goes to runtime.bench's own parser
+    # (prefix "+" so argparse leaves "-..." words alone)
+    p = sub.add_parser(
+        "models",
+        help="benchmark packages on a GPU (runtime.bench)",
+        prefix_chars="+",
+        add_help=False,
+    )
     p.add_argument("bench_args", nargs=argparse.REMAINDER,
                    help="arguments of python -m reef_rocm.runtime.bench")  # fmt: skip
     p.set_defaults(func=cmd_bench)
+    add_disb_parser(sub)
+    add_plot_parser(sub)
+    add_compare_parser(sub)
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
