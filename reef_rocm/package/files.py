@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -67,7 +72,37 @@ class ModelPackage:
         if not init:
             raise PackageError(f"{self.path}: buffer {buf.id} ({buf.name}) has no init")
         s = self.manifest.weights["seed"] if seed is None else seed
-        return generate(s, buf.name, shape, buf.dtype, init)
+        return _generated(s, buf.name, shape, buf.dtype, init)
+
+
+# Generated weights are a pure function of (seed, name, shape, dtype, init). Benchmarks load
+# the same models again for every policy (DISB D/E: ten models per run), and generating a
+# VGG-19's 550 MB costs seconds of CPU, so the process keeps recent results, read-only, up to
+# REEF_WEIGHT_CACHE_MB (default 4096; 0 turns it off).
+_CACHE: OrderedDict[tuple, np.ndarray] = OrderedDict()
+_CACHE_LOCK = threading.Lock()
+
+
+def _generated(
+    seed: int, name: str, shape: tuple[int, ...], dtype: str, init: dict[str, Any]
+) -> np.ndarray:
+    budget = int(os.environ.get("REEF_WEIGHT_CACHE_MB", "4096")) << 20
+    key = (seed, name, shape, dtype, json.dumps(init, sort_keys=True))
+    with _CACHE_LOCK:
+        hit = _CACHE.get(key)
+        if hit is not None:
+            _CACHE.move_to_end(key)
+            return hit
+    arr = generate(seed, name, shape, dtype, init)
+    if 0 < arr.nbytes <= budget:
+        arr.flags.writeable = False
+        with _CACHE_LOCK:
+            _CACHE[key] = arr
+            total = sum(a.nbytes for a in _CACHE.values())
+            while total > budget:
+                _, old = _CACHE.popitem(last=False)
+                total -= old.nbytes
+    return arr
 
 
 def find_packages(root: str | Path, target: str | None = None) -> list[Path]:

@@ -68,3 +68,19 @@ def test_runtime_does_not_import_tvm():
         "reef_rocm.package.files; assert 'tvm' not in sys.modules, 'tvm imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_generated_weights_are_cached_read_only_and_equal(tmp_path, monkeypatch):
+    """A second load of the same package reuses the generated tensor (benchmarks reload models
+    for every policy) and cannot be corrupted through it."""
+    import reef_rocm.package.files as files
+
+    monkeypatch.setattr(files, "_CACHE", files.OrderedDict())
+    init = {"kind": "uniform", "bound": 0.5}
+    a = files._generated(3, "w", (64, 8), "float32", init)
+    b = files._generated(3, "w", (64, 8), "float32", init)
+    assert a is b and not a.flags.writeable
+    assert np.array_equal(a, generate(3, "w", (64, 8), "float32", init))
+    monkeypatch.setenv("REEF_WEIGHT_CACHE_MB", "0")
+    c = files._generated(4, "w", (64, 8), "float32", init)
+    assert c.flags.writeable and len(files._CACHE) == 1
