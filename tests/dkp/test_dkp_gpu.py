@@ -187,9 +187,10 @@ def test_fixture_padded_matches_unpadded(dev, fx_build, n_rt_frac):
             y0, s0 = _unpadded_fixture(dev, ref)
         finally:
             ref.close()
-        # sanity against NumPy (not bit-exact: nvcc may contract to FMA)
+        # sanity against NumPy (not bit-exact: nvcc may contract to FMA, which moves results
+        # near zero by an ulp of the operands: absolute tolerance at the output's scale)
         ry, rs = fixture.reference(ref.x, BLOCKS)
-        np.testing.assert_allclose(y0, ry, rtol=1e-6)
+        np.testing.assert_allclose(y0, ry, rtol=1e-5, atol=1e-6 * float(np.abs(ry).max()))
         np.testing.assert_allclose(s0, rs, rtol=1e-5, atol=1e-5)
         n_rt = round(n_rt_frac * rt.compute_units)
         for p in fx_build.proxies:
