@@ -1,4 +1,4 @@
-"""DISB workloads: the built-ins are REFERENCE.md section 3's table; custom JSON files parse, and
+"""DISB workloads: the built-ins are DISB's published table; custom JSON files parse, and
 bad ones are refused with an error naming the field."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def _summary(name: str) -> tuple[list[tuple[str, str, float | None]], list[str]]
 
 
 def test_builtins_are_the_disb_table():
-    # REFERENCE.md section 3, written out independently of the module's table
+    # DISB's table, written out independently of the module's table
     assert _summary("A") == ([("vgg19", "uniform", 100.0)], ["resnet152"])
     assert _summary("B") == ([("vgg19", "closed", None)], ["resnet152"])
     assert _summary("C") == ([("vgg19", "uniform", 100.0)], FIVE)

@@ -1,6 +1,8 @@
 """DISB workloads: which clients run which model, at what priority, under what load.
 
-The five built-in workloads are DISB's A-E (REFERENCE.md section 3); custom workloads are JSON
+The five built-in workloads are DISB's A-E (the benchmark suite of REEF's lab: A, C VGG-19
+RT at 100 req/s uniform; B closed loop; D, E the five models at 20 req/s each, uniform or
+Poisson; BE clients closed loop); custom workloads are JSON
 files in the format documented in docs/reproducing.md ("Custom workloads"). A bad file gets a
 ``WorkloadError`` naming the field (``clients[2].load.rate_per_s: must be > 0``).
 """
@@ -163,7 +165,7 @@ def _builtin(name: str, description: str, spec: list[tuple[str, str, Load]]) -> 
     return Workload(name, tuple(clients), description=description)
 
 
-# REFERENCE.md section 3, exactly. B's RT client is closed loop there; REEF's artifact drove it
+# DISB's table, exactly. B's RT client is closed loop there; REEF's artifact drove it
 # at 220 req/s uniform (the talk's table says "220 [U]"); docs/reproducing.md has that variant
 # as a custom workload file.
 BUILTIN: dict[str, Workload] = {
