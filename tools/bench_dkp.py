@@ -72,8 +72,8 @@ def _timed(dev, s, fn, repeats: int) -> float:
             out.append(a.elapsed_ms(b) * 1e3)
         return float(np.median(out))
     finally:
-        a.destroy()
-        b.destroy()
+        a.close()
+        b.close()
 
 
 def selection_time(sel: Selector, rt_prof, be_prof, rounds: int = 200) -> dict[str, Any]:
@@ -184,11 +184,11 @@ def corun(dev, rt: DkpRuntime, pk_rt, pk_be, prof_rt, prof_be, sel, n_req: int) 
                     queued.append(e)
                 lat.append(rt_inference(lambda i: a.launch(i, s_rt)))
                 while queued and queued[0].query():
-                    queued.pop(0).destroy()
+                    queued.pop(0).close()
                     done += 1
             for e in queued:
                 e.synchronize()
-                e.destroy()
+                e.close()
                 done += 1
             out["streams"] = _lat(lat) | {"be_inferences_per_s": done / (time.perf_counter() - t)}
             s_be.synchronize()
@@ -196,10 +196,10 @@ def corun(dev, rt: DkpRuntime, pk_rt, pk_be, prof_rt, prof_be, sel, n_req: int) 
                                    n_req, be_total_us)  # fmt: skip
     finally:
         for x in (ev0, ev1):
-            x.destroy()
+            x.close()
         for x in (s_rt, s_be):
             x.synchronize()
-            x.destroy()
+            x.close()
     return out
 
 
@@ -356,7 +356,7 @@ def main() -> int:
                 res = corun(dev, rt, pkgs[r], pkgs[b], profs[r], profs[b], sel, a.requests)
                 result["corun"].append(res)
                 print(json.dumps(res), flush=True)
-            s.destroy()
+            s.close()
     finally:
         path = write_result(a.out, result, dev, " ".join(sys.argv))
         dev.close()

@@ -97,11 +97,11 @@ class BeCursor:
 
     def close(self) -> None:
         if self._buf is not None:
-            self._event.destroy()
-            self._buf.free()
+            self._event.close()
+            self._buf.close()
             self._buf = None
             if self._pinned is not None:
-                self._pinned.free()
+                self._pinned.close()
                 self._pinned = None
 
     def __enter__(self) -> BeCursor:
@@ -172,7 +172,7 @@ class DkpRuntime:
                 device.memset32(self._table, 0, MAX_TABLE // 4, hk)
                 hk.synchronize()
             finally:
-                hk.destroy()
+                hk.close()
         except BaseException:
             self.close()
             raise
@@ -197,7 +197,7 @@ class DkpRuntime:
             self.device.copy_to_host(host, out, stream)
             stream.synchronize()
         finally:
-            out.free()
+            out.close()
         self.hw_ids = sorted(set(int(v) for v in host))
         return self.hw_ids
 
@@ -318,7 +318,7 @@ class DkpRuntime:
     def forget(self, inst: ModelInstance) -> None:
         """Free the argument structs of ``inst`` (before closing it)."""
         for key in [k for k in self._argbufs if k[0] == id(inst)]:
-            self._argbufs.pop(key).free()
+            self._argbufs.pop(key).close()
 
     def reset_counters(self, stream: Stream) -> None:
         """Zero the per-launch counters: needed only after waves were killed mid-launch (the
@@ -330,15 +330,15 @@ class DkpRuntime:
             *getattr(self, "_argbufs", {}).values(),
             *getattr(self, "_tables", {}).values(),
         ):
-            buf.free()
+            buf.close()
         self._argbufs, self._tables = {}, {}
         for name in ("_table", "_work", "_flag"):
             buf = getattr(self, name, None)
             if buf is not None:
-                buf.free()
+                buf.close()
                 setattr(self, name, None)
         for m in self.modules.values():
-            m.unload()
+            m.close()
         self.modules = {}
 
     def __enter__(self) -> DkpRuntime:

@@ -12,7 +12,7 @@ import abc
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
@@ -145,32 +145,13 @@ class DevicePtr:
         return self.value
 
 
-def _legacy_alias(verb: str) -> Any:
-    def alias(self: Resource) -> None:
-        self.close()
-
-    alias.__name__ = alias.__qualname__ = verb
-    alias.__doc__ = f"Old name of ``close()``; kept while the sim backend still defines {verb}()."
-    alias._reef_alias = True  # type: ignore[attr-defined]
-    return alias
-
-
-class Resource(abc.ABC):  # noqa: B024 - the abstract methods are in the subclasses
+class Resource(abc.ABC):
     """Something that holds a driver object: ``close()`` releases it (idempotent: a second
-    close does nothing) and ``with`` closes it on exit.
+    close does nothing) and ``with`` closes it on exit. ``close()`` is the one release verb of
+    every buffer, stream, event, module and device."""
 
-    Backends implement ``close()``. The verbs used before ``close()`` existed (buffers'
-    ``free``, streams' and events' ``destroy``, modules' ``unload``) remain as aliases of it;
-    a backend that still defines only the old verb gets ``close()`` routed to it.
-    """
-
-    _legacy_verb: ClassVar[str] = ""
-
-    def close(self) -> None:
-        impl = getattr(type(self), self._legacy_verb, None) if self._legacy_verb else None
-        if impl is None or getattr(impl, "_reef_alias", False):
-            raise NotImplementedError(f"{type(self).__name__} does not implement close()")
-        impl(self)
+    @abc.abstractmethod
+    def close(self) -> None: ...
 
     def __enter__(self) -> Any:  # Any: each subclass returns itself
         return self
@@ -185,8 +166,6 @@ class DeviceBuffer(Resource):
 
     ptr: int
     nbytes: int
-    _legacy_verb = "free"
-    free = _legacy_alias("free")
 
     def offset(self, nbytes: int) -> DevicePtr:
         if not 0 <= nbytes <= self.nbytes:
@@ -203,13 +182,9 @@ class HostMappedBuffer(Resource):
     ptr: int
     nbytes: int
     host: Any  # numpy.ndarray of uint8
-    _legacy_verb = "free"
-    free = _legacy_alias("free")
 
 
 class Event(Resource):
-    _legacy_verb = "destroy"
-    destroy = _legacy_alias("destroy")
 
     @abc.abstractmethod
     def record(self, stream: Stream) -> None: ...
@@ -230,8 +205,6 @@ class Stream(Resource):
     """An in-order queue of device work."""
 
     priority: int
-    _legacy_verb = "destroy"
-    destroy = _legacy_alias("destroy")
 
     @abc.abstractmethod
     def synchronize(self) -> None: ...
@@ -307,8 +280,6 @@ class Module(Resource):
     """
 
     device: Device
-    _legacy_verb = "unload"
-    unload = _legacy_alias("unload")
 
     def get_kernel(self, name: str) -> Kernel:
         cache: dict[str, Kernel] = self.__dict__.setdefault("_kernel_cache", {})

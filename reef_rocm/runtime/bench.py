@@ -46,9 +46,9 @@ def bench_package(dev: Any, path: Path, repeats: int, profile_dir: Path | None) 
                 end.synchronize()
                 lat.append(start.elapsed_ms(end))
         finally:
-            start.destroy()
-            end.destroy()
-            s.destroy()
+            start.close()
+            end.close()
+            s.close()
         prof = inst.profile(repeats=max(3, repeats // 5))
         if profile_dir is not None:
             write_profile(prof, profile_dir / f"{path.name}.profile.json")

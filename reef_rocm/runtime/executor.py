@@ -471,8 +471,8 @@ class ModelInstance:
             s.synchronize()
         finally:
             for e in events:
-                e.destroy()
-            s.destroy()
+                e.close()
+            s.close()
         med = np.median(per_kernel, axis=0)
         return {
             "model": self.package.name,
@@ -506,19 +506,19 @@ class ModelInstance:
             self._hk.synchronize()  # queued copies still read/write our memory
         for ev in (self._slot_event, *self._out_events.values()):
             if ev is not None:
-                ev.destroy()
+                ev.close()
         self._out_events.clear()
         self._slot_event = None
         for name in ("arena", "_flag", "_slots", "_slot_pinned"):
             buf = getattr(self, name)
             if buf is not None:
-                buf.free()
+                buf.close()
                 setattr(self, name, None)
         if self.module is not None:
-            self.module.unload()
+            self.module.close()
             self.module = None
         if self._hk is not None:
-            self._hk.destroy()
+            self._hk.close()
             self._hk = None
         self.launches = []
 

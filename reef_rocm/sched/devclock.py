@@ -172,7 +172,7 @@ class DeviceStamps:
         if not self.available:
             return
         self.available = False
-        self.dev_buf.free()
+        self.dev_buf.close()
         if self._pinned is not None:
-            self._pinned.free()
-        self.module.unload()
+            self._pinned.close()
+        self.module.close()

@@ -103,8 +103,8 @@ class BEQueue:
 
     def close(self) -> None:
         for ev in (*self.ring_ev, self.drain_event):
-            ev.destroy()
-        self.stream.destroy()
+            ev.close()
+        self.stream.close()
 
 
 class Engine:
@@ -611,9 +611,9 @@ class Engine:
             self.models.clear()
             self.be.clear()
             for ev in self.rt_events:
-                ev.destroy()
+                ev.close()
             if self.stamps is not None:
                 self.stamps.close()
             self.preemptor.close()
-            self.rt_stream.destroy()
-            self.side.destroy()
+            self.rt_stream.close()
+            self.side.close()

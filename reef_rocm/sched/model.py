@@ -245,5 +245,5 @@ class LoadedModel:
         if inst is not None:
             inst.close()
         for b in self._keep:
-            b.free()
+            b.close()
         self._keep = []

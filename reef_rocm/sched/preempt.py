@@ -83,5 +83,5 @@ class Preemptor:
 
     def close(self) -> None:
         self.side.synchronize()
-        self.clear_event.destroy()
-        self.flag.free()
+        self.clear_event.close()
+        self.flag.close()

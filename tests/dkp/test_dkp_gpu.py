@@ -115,8 +115,8 @@ class FixtureRun:
     def close(self):
         self.s.synchronize()
         for b in self.bufs:
-            b.free()
-        self.s.destroy()
+            b.close()
+        self.s.close()
 
 
 def _fixture_args(run: FixtureRun, fn: int) -> np.ndarray:
@@ -142,7 +142,7 @@ def _unpadded_fixture(dev, run: FixtureRun):
         return run.outputs()
     finally:
         run.s.synchronize()
-        mod.unload()
+        mod.close()
 
 
 def _padded_fixture(dev, build, rt, run: FixtureRun, n_rt: int, budget: int, flag: int = 0):
@@ -176,7 +176,7 @@ def _padded_fixture(dev, build, rt, run: FixtureRun, n_rt: int, budget: int, fla
         return y, s, counts
     finally:
         for b in bufs:
-            b.free()
+            b.close()
 
 
 @pytest.mark.parametrize("n_rt_frac", [0.0, 0.1, 0.5, 1.0])
@@ -232,7 +232,7 @@ def test_probe_sees_every_sm_once(dev, fx_build):
         try:
             ids = rt.probe_hw_ids(s)
         finally:
-            s.destroy()
+            s.close()
     # the table is built from what the probe saw; report it
     print(f"hardware ids: {len(ids)} distinct, min {min(ids)}, max {max(ids)}")
     assert len(ids) == dev.info.compute_units
@@ -282,7 +282,7 @@ def test_models_padded_bit_identical(dev, zoo_build):
                 for n_rt in (rt.compute_units // 4, rt.compute_units // 2):
                     _check_pair(dev, rt, build, pkgs, ref, s, rt_model, i, be_model, j, n_rt)
     finally:
-        s.destroy()
+        s.close()
 
 
 def _check_pair(dev, rt, build, pkgs, ref, s, rt_model, i, be_model, j, n_rt):

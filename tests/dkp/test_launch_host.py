@@ -39,7 +39,7 @@ class Buf:
     def offset(self, n: int) -> DevicePtr:
         return DevicePtr(self.ptr + n)
 
-    def free(self) -> None:
+    def close(self) -> None:
         self.freed = True
 
 
@@ -86,11 +86,11 @@ class FakeDevice:
         m[off : off + 4 * count] = np.full(count, pattern, np.uint32).tobytes()
 
     def create_stream(self, **kw):
-        return SimpleNamespace(synchronize=lambda: None, destroy=lambda: None)
+        return SimpleNamespace(synchronize=lambda: None, close=lambda: None)
 
     def create_event(self, timing=True):
         return SimpleNamespace(record=lambda s: None, synchronize=lambda: None,
-                               destroy=lambda: None)  # fmt: skip
+                               close=lambda: None)  # fmt: skip
 
     def load_module(self, image):
         dev = self
@@ -104,7 +104,7 @@ class FakeDevice:
                 dev.binds.append(b)
                 return b
 
-        return SimpleNamespace(get_kernel=lambda name: Kern(), unload=lambda: None)
+        return SimpleNamespace(get_kernel=lambda name: Kern(), close=lambda: None)
 
     def bytes_at(self, ptr, n):
         m, off = self._at(ptr)

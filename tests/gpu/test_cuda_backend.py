@@ -162,7 +162,7 @@ def test_host_mapped_flag_visible_to_kernel(dev, module):
     done = np.zeros(1, dtype=np.uint32)
     dev.copy_to_host(done, slot)
     assert done[0] == 0
-    flag.free()
+    flag.close()
 
 
 def test_stream_priorities_and_events(dev, module):
@@ -227,7 +227,7 @@ def test_stream_memset_is_ordered_after_the_kernel_before_it(dev, module):
     s.synchronize()
     assert done[0] == 0
     for b in (flag, slot, out):
-        b.free()
+        b.close()
 
 
 def test_close_and_context_managers_on_every_resource(dev, module):
@@ -245,7 +245,7 @@ def test_close_and_context_managers_on_every_resource(dev, module):
     s.close()
     ev.close()
     buf2 = dev.alloc(8)
-    buf2.free()  # the old verb is an alias of close()
+    buf2.close()  # the old verb is an alias of close()
     buf2.close()
     from reef_rocm.gpu import open_device as reopen
 

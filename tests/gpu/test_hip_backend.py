@@ -546,7 +546,7 @@ def test_stream_with_priority(hip_device: hb.HipDevice, hip_fake: RecordingHip) 
     s.synchronize()
     assert hip_fake.last("hipStreamSynchronize").args[0] is s.handle
     handle = s.handle
-    s.destroy()
+    s.close()
     assert hip_fake.last("hipStreamDestroy").args == (handle,) and s.handle is None
 
 
@@ -619,7 +619,7 @@ def test_events(hip_device: hb.HipDevice, hip_fake: RecordingHip) -> None:
     with pytest.raises(UnsupportedError):
         a.elapsed_ms(untimed)
     handle = untimed.handle
-    untimed.destroy()
+    untimed.close()
     assert hip_fake.last("hipEventDestroy").args == (handle,) and untimed.handle is None
 
 
@@ -652,7 +652,7 @@ def test_module_load_and_kernel(hip_device: hb.HipDevice, hip_fake: RecordingHip
     assert ei.value.call == "hipModuleGetFunction"
     assert ei.value.code == int(real_hip.hipError_t.hipErrorNotFound)
     handle = mod.handle
-    mod.unload()
+    mod.close()
     assert hip_fake.last("hipModuleUnload").args == (handle,) and mod.handle is None
 
 
@@ -767,10 +767,10 @@ def test_device_buffer(hip_device: hb.HipDevice, hip_fake: RecordingHip) -> None
     assert hip_fake.last("hipMalloc").args == (4096,)
     assert buf.ptr >= HANDLE_BASE and buf.nbytes == 4096
     handle = buf._handle
-    buf.free()
+    buf.close()
     assert hip_fake.last("hipFree").args == (handle,)
     assert hip_fake.last("hipFree").addr("ptr") == int(handle)
-    buf.free()  # idempotent
+    buf.close()  # idempotent
     assert hip_fake.names().count("hipFree") == 1
     with pytest.raises(ValueError):
         hip_device.alloc(0)
@@ -788,7 +788,7 @@ def test_host_mapped_buffer(hip_device: hb.HipDevice, hip_fake: RecordingHip) ->
     hm.host[:4] = [1, 2, 3, 4]  # the numpy view is the host allocation itself
     assert ctypes.string_at(hm._host_ptr, 4) == b"\x01\x02\x03\x04"
     host_ptr = hm._host_ptr
-    hm.free()
+    hm.close()
     assert hip_fake.last("hipHostFree").addr("ptr") == host_ptr
     assert hm.host.size == 0
 
@@ -1015,7 +1015,7 @@ def test_real_amd_gpu_roundtrip() -> None:
     lo, hi = dev.stream_priority_range()
     dev.create_stream(priority=hi).synchronize()
     dev.create_stream(cu_mask=[0]).synchronize()
-    buf.free()
+    buf.close()
 
 
 def test_partitioned_gpu_resolved_by_uuid(
@@ -1086,11 +1086,11 @@ def test_every_hip_call_in_the_backend_is_exercised(
     hip_fake.fail["hipMalloc"] = real_hip.hipError_t.hipErrorOutOfMemory
     with pytest.raises(GpuError):
         dev.alloc(8)
-    mod.unload()
-    a.destroy()
-    s.destroy()
-    buf.free()
-    hm.free()
+    mod.close()
+    a.close()
+    s.close()
+    buf.close()
+    hm.close()
     assert in_backend - set(hip_fake.names()) == set()
 
 
@@ -1119,10 +1119,10 @@ def test_close_and_context_managers(hip_device: hb.HipDevice, hip_fake: Recordin
     assert hip_fake.last("hipModuleUnload").args == (module_handle,)
     # the old verbs are aliases of close(): one release, whichever is called
     b2 = hip_device.alloc(8)
-    b2.free()
+    b2.close()
     b2.close()
     s2 = hip_device.create_stream()
-    s2.destroy()
+    s2.close()
     s2.close()
     assert hip_fake.names().count("hipFree") == 2
     assert hip_fake.names().count("hipStreamDestroy") == 2

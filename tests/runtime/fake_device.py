@@ -28,7 +28,7 @@ class FakeBuffer(DeviceBuffer):
     def __init__(self, dev: FakeDevice, ptr: int, nbytes: int) -> None:
         self.dev, self.ptr, self.nbytes = dev, ptr, nbytes
 
-    def free(self) -> None:
+    def close(self) -> None:
         assert self.ptr not in self.dev.freed, f"double free of {self.ptr:#x}"
         self.dev.freed.append(self.ptr)
 
@@ -49,7 +49,7 @@ class FakeStream(Stream):
 
     def wait_event(self, event: Event) -> None: ...
 
-    def destroy(self) -> None:
+    def close(self) -> None:
         assert self in self.dev.live_streams, "stream destroyed twice"
         self.dev.live_streams.discard(self)
 
@@ -72,7 +72,7 @@ class FakeEvent(Event):
     def elapsed_ms(self, end: Event) -> float:
         return 0.001  # kernels do not run here: any positive time
 
-    def destroy(self) -> None:
+    def close(self) -> None:
         assert self in self.dev.live_events, "event destroyed twice"
         self.dev.live_events.discard(self)
 
@@ -111,7 +111,7 @@ class FakeModule(Module):
         assert name.encode() in self.image, f"{name} not in the code object"
         return FakeKernel(self.dev, name)
 
-    def unload(self) -> None: ...
+    def close(self) -> None: ...
 
 
 class FakeDevice(Device):

@@ -84,8 +84,8 @@ def cut_longest_kernels(
     inst.read_slots_async(s)
     assert inst.first_incomplete() == n
     compare(inst.get_output(0, s), ref, f"{inst.package.name} after cuts of kernels {chosen}")
-    s.destroy()
-    side.destroy()
+    s.close()
+    side.close()
     return {
         "targets": chosen,
         "cuts": cuts * len(chosen),
@@ -125,6 +125,6 @@ def preempt_whole_inference(
     inst.read_slots_async(s)
     assert inst.first_incomplete() == n
     compare(inst.get_output(0, s), ref, f"{inst.package.name} after {points} preemptions")
-    s.destroy()
-    side.destroy()
+    s.close()
+    side.close()
     return starts

@@ -84,7 +84,7 @@ def test_matches_cpu_reference(dev, path):
         for j in sorted({0, inst.num_kernels // 3, inst.num_kernels - 1}):
             inst.launch_range(s, j)
             assert_matches(inst.get_output(0, s), refs[0], f"{pkg.name} after re-running {j}..")
-        s.destroy()
+        s.close()
 
 
 def _preemptible(dev, path):
@@ -135,8 +135,8 @@ def test_preempt_and_restore(dev, path):
         inst.begin(s)
         inst.read_slots_async(s)
         assert inst.first_incomplete() == 0
-        s.destroy()
-        side.destroy()
+        s.close()
+        side.close()
 
 
 @pytest.mark.parametrize("poll_every", [0, 1], ids=["no-poll", "poll-every-iteration"])
@@ -197,7 +197,7 @@ def test_dkp_matches_cpu_reference(dev, path):
                     keep.append(inst.bind_dkp(i, begin, count, max(1, count // 3)))
                     keep[-1].launch(s)
         assert_matches(inst.get_output(0, s), ref, f"{pkg.name} dkp in split ranges")
-        s.destroy()
+        s.close()
         print(f"{pkg.name}: dkp variant, {inst.num_kernels} kernels match the CPU reference")
 
 

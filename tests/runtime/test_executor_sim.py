@@ -78,8 +78,8 @@ def test_restore_is_exact_after_repeated_partial_runs(sim, pkg):
         inst.resume(s, inst.first_incomplete())
         assert list(inst.read_slots(s)) == [BLOCKS] * 4 and inst.first_incomplete() == 4
         np.testing.assert_array_equal(inst.get_output(0, s), pkg.reference(x))
-        s.destroy()
-        side.destroy()
+        s.close()
+        side.close()
 
 
 def test_relaunch_without_reset_is_reported(sim, pkg):
@@ -298,7 +298,7 @@ def test_set_reef_param_in_place(fake_pkg):
             inst.set_reef_param(1, "reef_poll_every", 2**31)
         with pytest.raises(ValueError, match="non-negative"):
             inst.set_poll_every(1, -1)
-        s.destroy()
+        s.close()
     with ModelInstance(dev, fake_pkg) as plain:
         assert plain.poll_param(0) is None
         with pytest.raises(UnsupportedError, match="no poll parameter"):

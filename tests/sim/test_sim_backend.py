@@ -178,7 +178,7 @@ def test_advance_run_until_and_next_event():
         dev.run_until(5)
     assert dev.run_until_idle() == 20.0
     assert dev.idle and dev.next_event_us is None and s.pending_ops == 0
-    s.destroy()
+    s.close()
     with pytest.raises(GpuError, match="destroyed"):
         be.bound.launch(s)
 
@@ -472,7 +472,7 @@ def test_copies_and_memset_change_real_bytes():
     with pytest.raises(GpuError, match="not inside any live allocation"):
         dev.peek_u32(DevicePtr(0x1234))
     small = dev.alloc(4)
-    small.free()
+    small.close()
     with pytest.raises(GpuError, match="live allocation"):
         dev.memset32(small, 1, 1)
     with pytest.raises(GpuError, match="out of memory"):

@@ -65,7 +65,7 @@ class SimBuffer(DeviceBuffer):
         self.ptr = alloc.start
         self.nbytes = alloc.nbytes
 
-    def free(self) -> None:
+    def close(self) -> None:
         self._device.memory.free(self._alloc)
 
     def __repr__(self) -> str:
@@ -83,7 +83,7 @@ class SimHostMappedBuffer(HostMappedBuffer):
         self.nbytes = alloc.nbytes
         self.host = alloc.data
 
-    def free(self) -> None:
+    def close(self) -> None:
         self._device.memory.free(self._alloc)
 
     def __repr__(self) -> str:
@@ -164,7 +164,7 @@ class SimStream(Stream):
         op = StreamOp("wait_event", self._q, name=f"event {event.id}", target=event._last)
         dev._submit(op, dev.config.stream_op_overhead_us)
 
-    def destroy(self) -> None:
+    def close(self) -> None:
         """As in CUDA/HIP: work already submitted still runs; nothing more may be."""
         self.destroyed = True
 
@@ -217,7 +217,7 @@ class SimEvent(Event):
                 raise GpuError("sim.elapsed_ms", 600, f"event {e.id} not ready {SIM_TAG}")
         return (end._last.end_ns - self._last.end_ns) / 1e6  # type: ignore[union-attr,operator]
 
-    def destroy(self) -> None:
+    def close(self) -> None:
         """Nothing to release in the model (kept for parity with hip/cuda events)."""
 
     def __repr__(self) -> str:
@@ -327,7 +327,7 @@ class SimModule(Module):
             )
         return self._kernels[name]
 
-    def unload(self) -> None:
+    def close(self) -> None:
         self.unloaded = True
 
     def __repr__(self) -> str:
