@@ -649,7 +649,7 @@ def test_cuda_variants_keep_plain_occupancy():
     lost a block per SM). Registers themselves still differ either way."""
     from reef_rocm.compiler.launch_bounds import plain_blocks_per_sm, with_min_blocks
 
-    prims = _zoo_prims("tiny_cnn", fx.CUDA_TARGET)
+    prims = _zoo_prims("tiny_cnn", "cuda")
     plain = fx.build_cuda(prims, cubin=True)
     threads = {k.name: k.max_threads for k in plain.kernels}
     base = _occupancy(plain.cubin, "sm_90", threads)
@@ -662,7 +662,7 @@ def test_cuda_variants_keep_plain_occupancy():
         src = with_min_blocks(fx.build_cuda(mod, cubin=False).source, bounds)
         bounded = set(re.findall(r"__launch_bounds__\(\d+, \d+\) (\w+)\(", src))
         assert bounded == set(threads)
-        got = _occupancy(fx.nvcc_cubin(src), "sm_90", threads)
+        got = _occupancy(fx.cuda_cubin(src), "sm_90", threads)
         fewer = {k: (base[k], got[k]) for k in base if got[k][1] < base[k][1]}
         assert not fewer, (vname, fewer)
 
@@ -673,7 +673,7 @@ def test_rocm_preemptible_keeps_plain_occupancy():
     granule more, and no kernel loses a wave slot (measured; TVM cannot set
     amdgpu-waves-per-eu, so this is what the compiler gives). The dkp_be variant does
     lose occupancy on the first conv (151 -> 192 VGPRs): docs/transform.md."""
-    prims = _zoo_prims("tiny_cnn", fx.ROCM_TARGET)
+    prims = _zoo_prims("tiny_cnn", "rocm")
     plain = fx.build_rocm(prims)
     pre = fx.build_rocm(tr.make_preemptible(prims, 16))
     # every tiny_cnn kernel's block size, from its launch bound (TVM sets it to the block)
