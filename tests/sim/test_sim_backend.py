@@ -8,32 +8,16 @@ import json
 
 import numpy as np
 import pytest
+from exact_sim import BE_PARAMS, exact_sim
 
 from reef_rocm.errors import CodeObjectError, GpuError, UnsupportedError
 from reef_rocm.gpu import Capabilities, DevicePtr, LaunchConfig, PreemptLevel, open_device, probe
 from reef_rocm.gpu.sim import SimBlockContext, SimDevice, SimKernelSpec, SimModuleSpec, SimParam
 
+
 # Every host and device cost zero, so timelines are exactly the block times.
-EXACT = dict(
-    launch_overhead_us=0,
-    stream_op_overhead_us=0,
-    query_overhead_us=0,
-    sync_latency_us=0,
-    dispatch_latency_us=0,
-    flag_visibility_us=0,
-    block_skip_us=0,
-    ioctl_latency_us=0,
-    copy_latency_us=0,
-    trace=True,
-)
-
-BE_PARAMS = ("out", "flag:ptr:preempt_flag", "slot:ptr:completion_slot")
-
-
 def sim(**kw) -> SimDevice:
-    dev = open_device("sim", **{**EXACT, "compute_units": 2, **kw})
-    assert isinstance(dev, SimDevice)
-    return dev
+    return exact_sim(2, **kw)
 
 
 def mark_block(ctx: SimBlockContext) -> None:
