@@ -208,36 +208,9 @@ def test_flag_raised_mid_kernel_counts_exactly(dev, manifest, variant):
         pytest.skip(f"fixtures have no {variant}")
     nb = r.num_blocks
     plain = r.run("plain")["out"]
-    be, side = dev.create_stream(), dev.create_stream(priority=dev.stream_priority_range()[1])
-    launch = r.bind(variant)
-    # kernel time, to aim the flag at its middle
-    r.reset()
-    t0, t1 = dev.create_event(), dev.create_event()
-    t0.record(be)
-    launch.launch(be)
-    t1.record(be)
-    be.synchronize()
-    kernel_s = t0.elapsed_ms(t1) / 1e3
-    outcomes = []
-    for frac in (0.5, 0.3, 0.7, 0.15, 0.85):
-        r.reset()
-        launch.launch(be)
-        time.sleep(kernel_s * frac)
-        side.write_value32(r.flag, 1)
-        be.synchronize()
-        side.synchronize()
-        out, done = r.read("out"), r.slot_value()
-        pois = _poisoned(out)
-        written = ~pois.any(axis=1)
-        partial = pois.any(axis=1) & ~pois.all(axis=1)
-        outcomes.append((frac, done, int(written.sum())))
-        assert not partial.any(), f"{int(partial.sum())} rows partly written"
-        assert done == int(written.sum())
-        # rows that were written hold the full result
-        assert np.array_equal(out[written].view(np.uint32), plain[written].view(np.uint32))
-        if 0 < done < nb:
-            return
-    pytest.fail(f"flag never landed mid-kernel (kernel {kernel_s * 1e3:.2f} ms): {outcomes}")
+    outcomes = _cut_mid_kernel(dev, r, r.bind(variant), plain, nb)
+    if not any(0 < done < nb for _, done, _ in outcomes):
+        pytest.fail(f"flag never landed mid-kernel: {outcomes}")
 
 
 def test_dispatcher_runs_two_kernels_in_one_launch(dev, manifest):
