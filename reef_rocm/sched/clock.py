@@ -1,17 +1,28 @@
 """The clock seam: one engine, two kinds of time.
 
-Real devices: the host's ``time.perf_counter_ns``; waiting is spinning (the scheduler thread
-polls the GPU, as REEF's does). The sim: its virtual clock (``dev.now_us``); waiting is
-``dev.run_until(t)``, so a simulated run is deterministic and takes no longer than the work
-the model has to do.
+Real devices: the host's ``time.perf_counter_ns``. Waiting while GPU work is in flight is
+spinning without a system call (the scheduler polls the GPU, as REEF's does): even
+``time.sleep(0)`` is a timed sleep on Linux that returns up to the thread's timer slack late
+(measured 80 us p50 on the 2-core dev VM, ~50 us on the H200 host), which used to put that
+much between an RT arrival and the engine noticing it. With nothing in flight the clock sleeps
+to shortly before the next arrival, with the thread's timer slack cut to 1 ns
+(``_timerslack``). A scheduler thread serving other threads waits on its inbox instead
+(``poll_inbox``): a submission wakes it at once and the GIL is free meanwhile.
+The sim: its virtual clock (``dev.now_us``); waiting is ``dev.run_until(t)``, so a simulated
+run is deterministic and takes no longer than the work the model has to do.
 """
 
 from __future__ import annotations
 
+import queue
 import time
 from typing import Any
 
 from reef_rocm.errors import GpuError
+from reef_rocm.sched._timerslack import set_timer_slack_ns
+
+SLEEP_MARGIN_US = 200.0  # wake this early before an arrival, then spin (sleeps overshoot)
+INBOX_POLL_S = 20e-6  # a serving thread re-polls the GPU this often while work is in flight
 
 
 class HostClock:
@@ -30,16 +41,26 @@ class HostClock:
     def to_us(self, abs_ns: int) -> float:
         return (abs_ns - self._t0) / 1000.0
 
+    def precise(self) -> bool:
+        """Cut the calling thread's timer slack to 1 ns (the thread that drives the engine)."""
+        return set_timer_slack_ns(1)
+
     def wait_until(self, t_us: float, busy: bool) -> None:
-        """Let time pass until ``t_us`` or until there may be something to do."""
+        """Let time pass until ``t_us`` or until there may be something to do. Busy (GPU work
+        in flight): return at once - the caller polls the GPU again (a spin, no syscall)."""
         if busy:
-            time.sleep(0)  # yield the GIL to submitting threads; the GPU is polled next
             return
         dt = t_us - self.now_us()
-        if dt > 1000:  # sleep to ~500 us before the arrival (sleep overshoots), then spin
-            time.sleep(min(dt - 500.0, 5000.0) / 1e6)
-        elif dt > 0:
-            time.sleep(0)
+        if dt > SLEEP_MARGIN_US:
+            time.sleep(min(dt - SLEEP_MARGIN_US, 5000.0) / 1e6)
+
+    def poll_inbox(self, inbox: queue.SimpleQueue) -> Any:
+        """Work in flight, nothing else to do, other threads may submit: block on the inbox
+        for at most INBOX_POLL_S (releasing the GIL); the item, or None to poll the GPU."""
+        try:
+            return inbox.get(timeout=INBOX_POLL_S)
+        except queue.Empty:
+            return None
 
 
 class SimClock:
@@ -56,6 +77,15 @@ class SimClock:
 
     def to_us(self, abs_ns: int) -> float:
         return abs_ns / 1000.0
+
+    def precise(self) -> bool:
+        return True  # virtual time has no slack
+
+    def poll_inbox(self, inbox: queue.SimpleQueue) -> Any:
+        """Run the model to its next event (the host would poll then); inbox items are taken
+        by the caller's next non-blocking drain."""
+        self.wait_until(float("inf"), busy=True)
+        return None
 
     def wait_until(self, t_us: float, busy: bool) -> None:
         """Run the model to ``t_us``, or only to its next event when work is in flight (the

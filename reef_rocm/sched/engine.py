@@ -52,6 +52,13 @@ class SchedulerClosed(ReefError):
     """The scheduler was closed before this request finished."""
 
 
+def _replaced(m: LoadedModel) -> ReefError:
+    return ReefError(
+        f"{m.package.name} ({m.client}): this request runs on the preloaded inputs, but a "
+        "request with its own inputs replaced them; preload again"
+    )
+
+
 class Task:
     __slots__ = ("model", "inputs", "future", "record", "on_done", "confirmed", "preemption",
                  "expected", "outputs")  # fmt: skip
@@ -200,11 +207,28 @@ class Engine:
         return e
 
     # ------------------------------------------------------------------ requests
+    def preload(self, h: ModelHandle, inputs: Any) -> None:
+        """Upload ``inputs`` into the model's device input buffers now (and wait for it);
+        requests submitted with ``inputs=None`` then run on them with no transfer in front of
+        their first kernel (REEF's clients registered input blobs before asking for an
+        inference). Kernels never write their inputs, so the buffers stay valid until a
+        request with its own inputs replaces them."""
+        _, m, _ = self._entry(h)
+        m.preload(m.check_inputs(inputs), self.side)
+
     def make_task(self, h: ModelHandle, inputs: Any, arrival_us: float | None = None) -> Task:
         _, m, _ = self._entry(h)
         if h.priority == "be" and not self.policy.runs_be:
             raise UnsupportedError(f"policy {self.policy.name!r} runs no best-effort work")
-        arrays = m.check_inputs(inputs)
+        if inputs is None:
+            if not m.preloaded:
+                raise ValueError(
+                    f"{h.name} ({h.client}) has no preloaded inputs: pass inputs, or call "
+                    "preload(handle, inputs) first"
+                )
+            arrays = None
+        else:
+            arrays = m.check_inputs(inputs)
         self.seq = seq = next(self._seq)  # itertools.count: safe from any submitting thread
         t = self.clock.now_us() - self.origin_us if arrival_us is None else arrival_us
         rec = RequestRecord(h.client, h.name, h.priority, t, seq=seq)
@@ -222,6 +246,11 @@ class Engine:
                     q.tasks.append(task)
                     return
             raise ValueError("model not loaded")  # pragma: no cover
+
+    def _fail(self, task: Task, exc: BaseException) -> None:
+        task.record.error = str(exc)
+        if task.future is not None and not task.future.done():
+            task.future.set_exception(exc)
 
     def _now(self) -> float:
         return self.clock.now_us() - self.origin_us
@@ -410,13 +439,17 @@ class Engine:
             if id(m) in self.rt_busy:
                 break  # one request of a model in flight (its staging buffers)
             self.rt_fifo.popleft()
+            if task.inputs is None and not m.preloaded:
+                self._fail(task, _replaced(m))
+                continue
             self.rt_busy.add(id(m))
             slot = self._rt_n % (STAMP_SLOTS // 2)
             ev = self.rt_events[self._rt_n % RT_EVENTS]
             self._rt_n += 1
             task.record.launched_us = self._now()
-            m.set_inputs(task.inputs)
-            m.upload_inputs(s)
+            if task.inputs is not None:  # else preloaded: the first kernel follows the stamp
+                m.set_inputs(task.inputs)
+                m.upload_inputs(s)
             if st is not None:
                 st.clear(slot)
                 st.stamp(slot, s)
@@ -432,12 +465,16 @@ class Engine:
     # ------------------------------------------------------------------ BE
     def _start(self, q: BEQueue) -> None:
         task = q.tasks.popleft()
-        q.cur = task
         m = q.model
+        if task.inputs is None and not m.preloaded:
+            self._fail(task, _replaced(m))
+            return
+        q.cur = task
         self._gate(q)
-        m.set_inputs(task.inputs)
         m.zero_slots(q.stream, 0)
-        m.upload_inputs(q.stream)
+        if task.inputs is not None:
+            m.set_inputs(task.inputs)
+            m.upload_inputs(q.stream)
         q.next = 0
         q.tail_issued = False
         task.confirmed = False
@@ -564,8 +601,8 @@ class Engine:
                 start = m.first_incomplete() if task.confirmed else 0
                 self._gate(q)
                 m.zero_slots(q.stream, start)
-                if start == 0:
-                    m.upload_inputs(q.stream)
+                if start == 0 and task.inputs is not None:
+                    m.upload_inputs(q.stream)  # a queue reset may have dropped the first copy
                 q.next = start
                 task.record.preemptions += 1
             q.held = False

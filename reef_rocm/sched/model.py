@@ -107,6 +107,7 @@ class LoadedModel:
         self.priority = priority
         self.client = client
         self._keep: list[Any] = []
+        self.preloaded = False  # the device input buffers hold inputs set by preload()
         self.inst = ModelInstance(device, pkg, variant=variant)
         try:
             self._setup(variant, cap_fallback_us, poll_target_us, profile_on_load, poll)
@@ -185,11 +186,22 @@ class LoadedModel:
                 if a["kind"] == "preempt_flag":
                     bound.params.set(pos, DevicePtr(flag.ptr))
 
+    # ---------------------------------------------------------------- inputs
+    def preload(self, arrays: list[np.ndarray], stream: Any) -> None:
+        """Upload ``arrays`` into the device input buffers and wait: requests without inputs
+        then run on them."""
+        self.set_inputs(arrays)
+        self.upload_inputs(stream)
+        stream.synchronize()
+        self.preloaded = True
+
     # ---------------------------------------------------------------- hot path
     def set_inputs(self, arrays: list[np.ndarray]) -> None:
-        """Copy one request's inputs into the pinned staging (host memcpy, no device call)."""
+        """Copy one request's inputs into the pinned staging (host memcpy, no device call);
+        the device buffers no longer hold the preloaded inputs once they are uploaded."""
         for st, a in zip(self.in_stage, arrays, strict=True):
             np.copyto(st, a, casting="no")
+        self.preloaded = False
 
     def upload_inputs(self, stream: Any) -> None:
         cp = self.device.copy_to_device

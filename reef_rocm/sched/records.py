@@ -91,11 +91,13 @@ class LoadSpec:
     """One client of ``run_load``: ``arrivals_us`` (relative to the run's start) for an
     open-loop client, or None for a closed loop (a new request the moment one finishes).
     ``inputs``: the inputs every request uses (default: the package's reference inputs, so
-    outputs are checked against its CPU reference)."""
+    outputs are checked against its CPU reference). ``preload``: upload them once before the
+    run, so requests carry none (REEF's evaluation: no input transfer on the RT path)."""
 
     handle: Any  # ModelHandle
     arrivals_us: list[float] | None = None
     inputs: list[np.ndarray] | None = None
+    preload: bool = False
 
 
 @dataclass

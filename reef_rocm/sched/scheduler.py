@@ -108,8 +108,15 @@ class Scheduler:
     def unload(self, handle: ModelHandle) -> None:
         self._call(lambda: self.engine.unload(handle))
 
+    def preload(self, handle: ModelHandle, inputs: Any) -> None:
+        """Upload ``inputs`` to ``handle``'s device input buffers now; ``submit(handle, None)``
+        then runs on them with no input transfer on the request's path (REEF's registered
+        blobs). A request with its own inputs replaces them."""
+        self._call(lambda: self.engine.preload(handle, inputs))
+
     def submit(self, handle: ModelHandle, inputs: Any) -> Future:
-        """Queue one inference; thread-safe. The future gives an InferenceResult."""
+        """Queue one inference; thread-safe. The future gives an InferenceResult. ``inputs``
+        None: run on the inputs ``preload`` put on the device."""
         self._check_open()
         task = self.engine.make_task(handle, inputs)  # validates on the caller's thread
         if self.threaded:
@@ -226,6 +233,7 @@ class Scheduler:
             return
         ready.set_result(self.engine)
         e, inbox, clock = self.engine, self._inbox, self.clock
+        clock.precise()
         running = True
         try:
             while running:
@@ -244,7 +252,9 @@ class Scheduler:
                         kind, payload = inbox.get()
                         running = self._handle(kind, payload)
                     else:  # work in flight (or stuck: the sim clock then says so)
-                        clock.wait_until(float("inf"), busy=True)
+                        item = clock.poll_inbox(inbox)
+                        if item is not None:
+                            running = self._handle(*item)
         except BaseException as exc:  # noqa: BLE001 - fail every request, keep the reason
             self._error = exc
             e.cancel_all(exc)
@@ -270,6 +280,7 @@ class Scheduler:
         e.preemptions.clear()
         e.checks.clear()
         e.trace.clear()
+        self.clock.precise()  # this thread drives the run: no timer slack on its sleeps
         e.origin_us = self.clock.now_us()
         records: list[RequestRecord] = []
         heap: list[tuple[float, int, int]] = []  # (arrival, order, load index)
@@ -287,6 +298,9 @@ class Scheduler:
                 if check:
                     expected = m.package.reference_outputs() or None
             inputs = m.check_inputs(inputs)
+            if spec.preload:
+                m.preload(inputs, e.side)
+                inputs = None
             plans.append((h, inputs, expected))
             if spec.arrivals_us is None:
                 heapq.heappush(heap, (0.0, len(heap) + li * 1_000_000, li))

@@ -136,6 +136,13 @@ def add_disb_parser(sub: Any) -> None:
         default="streams",
         help="policy of the BE-alone reference run (default streams)",
     )
+    p.add_argument(
+        "--inputs",
+        choices=["preloaded", "per-request"],
+        default="preloaded",
+        help="preloaded (default, as REEF's evaluation): inputs uploaded once before a run, "
+        "no transfer on a request's path; per-request: every request uploads its inputs",
+    )
     p.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
     p.add_argument("--no-progress-bar", action="store_true", help="plain progress lines")
     p.set_defaults(func=cmd_disb)  # fmt: skip
@@ -227,6 +234,7 @@ def cmd_disb(args: argparse.Namespace) -> int:
         sweep_be_kernel_us=args.sweep_be_kernel_us,
         rt_scale=args.rt_scale,
         be_alone_policy=args.be_alone_policy,
+        inputs=args.inputs,
         sim_arch=args.sim_arch,
         **_sim_model_options(args),
         plots=not args.no_plots,
