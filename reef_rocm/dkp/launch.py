@@ -111,6 +111,48 @@ class BeCursor:
         self.close()
 
 
+class SlotCursor:
+    """BE progress kept in the BE instance's own completion slots: ``done`` of kernel k *is*
+    its slot k (the dispatcher counts one per finished virtual block, as the preemptible
+    kernel counts one per block), so the scheduler's slot reads and exact restore see what
+    padding ran; ``next`` words live in a buffer of their own. Zero kernel k's slot (the
+    model's ``zero_slots``) and ``next`` (``reset``) in stream order before padding it:
+    an evicted launch leaves a count that is not a prefix of its virtual blocks."""
+
+    def __init__(self, device: Device, inst: ModelInstance) -> None:
+        if inst.completion_slots is None:
+            raise UnsupportedError(f"{inst.package.name}: variant {inst.variant.name!r} has no "
+                                   "completion slots to count padded BE blocks in")  # fmt: skip
+        self.device = device
+        self.instance = inst
+        self.num_kernels = inst.num_kernels
+        self._next = device.alloc(4 * max(1, self.num_kernels))
+        self._slots = inst.completion_slots
+
+    def next_ptr(self, k: int) -> DevicePtr:
+        return self._next.offset(4 * k)
+
+    def done_ptr(self, k: int) -> DevicePtr:
+        return self._slots.offset(4 * k)
+
+    def reset(self, stream: Stream, start: int = 0) -> None:
+        """Zero the ``next`` words of kernels ``start..`` (the slots are the model's)."""
+        if start < self.num_kernels:
+            self.device.memset32(self._next.offset(4 * start), 0, self.num_kernels - start,
+                                 stream)  # fmt: skip
+
+    def close(self) -> None:
+        if self._next is not None:
+            self._next.close()
+            self._next = None
+
+    def __enter__(self) -> SlotCursor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 class PaddedLaunch:
     """One RT kernel padded with one BE kernel, bound once (a BoundLaunch of the dispatcher)."""
 
@@ -250,7 +292,7 @@ class DkpRuntime:
 
     def bind(
         self, rt: ModelInstance, rt_kernel: int, be: ModelInstance | None, be_kernel: int,
-        cursor: BeCursor | None, proxy: ProxyBuild, stream: Stream, *,
+        cursor: BeCursor | SlotCursor | None, proxy: ProxyBuild, stream: Stream, *,
         be_begin: int = 0, be_count: int | None = None, preempt_flag: Any = None,
         grid_blocks: int | None = None,
     ) -> PaddedLaunch:  # fmt: skip

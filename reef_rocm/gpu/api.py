@@ -52,6 +52,7 @@ class Capabilities:
     queue_reset: bool = False  # drop packets waiting in one device queue (reef KFD patch)
     in_kernel_polling: bool = False  # kernels may poll a flag in device memory while running
     host_mapped_memory: bool = False  # host memory the GPU can read/write directly
+    indirect_calls: bool = False  # kernels call device functions through pointers (DKP)
 
     @property
     def level(self) -> PreemptLevel:

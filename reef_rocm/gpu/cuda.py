@@ -360,6 +360,7 @@ CUDA_CAPABILITIES = Capabilities(
     queue_reset=False,
     in_kernel_polling=True,
     host_mapped_memory=True,
+    indirect_calls=True,
 )
 
 

@@ -399,7 +399,7 @@ def _capabilities(gpu_id: int | None) -> Capabilities:
         reset = status.supports(gpu_id, "reset_queue")
     return Capabilities(stream_write_value=True, stream_priorities=True, cu_mask=True,
                         wave_kill=kill, queue_reset=reset, in_kernel_polling=True,
-                        host_mapped_memory=True)
+                        host_mapped_memory=True, indirect_calls=True)
 
 
 def _device_info(runtime: HsaRuntime, agent: AgentProps, ordinal: int,

@@ -379,6 +379,10 @@ class ModelInstance:
             )
         return counts
 
+    def slot_counts(self) -> np.ndarray:
+        """uint32[num_kernels] from the last slot read (a view: copy to keep it)."""
+        return self._checked_counts()
+
     def completed(self) -> np.ndarray:
         """bool[num_kernels] from the last slot read: every block of kernel k's latest
         launch finished (``count == blocks``; more is a CompletionCountError)."""

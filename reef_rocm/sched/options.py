@@ -19,7 +19,11 @@ class SchedOptions:
     no stored profile exists. ``threaded``: run the engine on a scheduler thread (None: yes on
     real GPUs, no on the sim, where ``run_load`` and ``Future.result()`` drive it in-process).
     ``device_timestamps``: launch a one-thread timestamp kernel ahead of each RT request so
-    its start is measured on the device clock.
+    its start is measured on the device clock. ``dkp_build``: directory of a DKP build
+    (``reef_rocm.dkp.build``) of the loaded models, for the ``+dkp`` policies (its
+    ``dkp_profile-<arch>.json`` says which RT kernels may be padded). ``dkp_tolerance``: pad
+    an RT kernel only where the profile's padded time is within this fraction of its plain
+    time (0.02: 2 %).
     """
 
     policy: str = "reset+poll"
@@ -30,6 +34,8 @@ class SchedOptions:
     profile_on_load: bool = True
     threaded: bool | None = None
     device_timestamps: bool = True
+    dkp_build: str | None = None
+    dkp_tolerance: float = 0.02
 
     def __post_init__(self) -> None:
         if not isinstance(self.policy, str) or not self.policy:
@@ -45,5 +51,7 @@ class SchedOptions:
                 "SchedOptions.device_queue_cap_kernels must be an int >= 1, got "
                 f"{self.device_queue_cap_kernels!r}"
             )
+        if not self.dkp_tolerance >= 0:
+            raise ValueError(f"SchedOptions.dkp_tolerance must be >= 0, got {self.dkp_tolerance}")
         if not self.poll_target_us > 0:
             raise ValueError(f"SchedOptions.poll_target_us must be > 0, got {self.poll_target_us}")

@@ -24,7 +24,9 @@ class TensorSpec:
 @dataclass
 class RequestRecord:
     """One inference. ``start_us``: RT - first block running (device timestamp), BE - first
-    kernel handed to the GPU (host). ``done_us``: the host saw the outputs land."""
+    kernel handed to the GPU (host). ``done_us``: the host saw the outputs land.
+    ``padded_kernels`` (RT, ``+dkp`` policies): RT kernels launched padded with BE work;
+    ``pad_be_blocks``: BE virtual blocks that ran in those launches (from the slot reads)."""
 
     client: str
     model: str
@@ -37,6 +39,8 @@ class RequestRecord:
     correct: bool | None = None
     error: str | None = None
     seq: int = 0
+    padded_kernels: int = 0
+    pad_be_blocks: int = 0
 
     @property
     def latency_us(self) -> float | None:

@@ -88,6 +88,7 @@ def default_capabilities(arch: ArchModel) -> Capabilities:
         queue_reset=amd,
         in_kernel_polling=True,
         host_mapped_memory=True,
+        indirect_calls=False,  # no DKP dispatcher model in the sim (tests bring one)
     )
 
 
@@ -149,6 +150,7 @@ class SimConfig:
     queue_reset: bool | None = None
     in_kernel_polling: bool | None = None
     host_mapped_memory: bool | None = None
+    indirect_calls: bool | None = None
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
