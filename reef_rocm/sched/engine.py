@@ -153,6 +153,17 @@ class Engine:
         self.completed = 0
         self.checks: list[tuple[RequestRecord, list, list]] = []
         self.closed = False
+        # dynamic kernel padding (+dkp policies): the one hook object, called at load/unload,
+        # the RT launch, RT completion and BE resume
+        self.padder: Any = None
+        if policy.pads:
+            from reef_rocm.sched.padder import Padder  # imports reef_rocm.dkp only when used
+
+            try:
+                self.padder = Padder(self)
+            except BaseException:
+                self.close()
+                raise
 
     # ------------------------------------------------------------------ models
     def load(self, package: Any, priority: str, client: str) -> ModelHandle:
@@ -164,13 +175,13 @@ class Engine:
             poll_target_us=opt.poll_target_us, profile_on_load=opt.profile_on_load and be,
             poll=be and self.preemptor.uses_poll,
         )  # fmt: skip
+        q = None
         try:
             h = ModelHandle(
                 name=m.package.name, priority=priority, client=client,
                 input_specs=m.input_specs, output_specs=m.output_specs, variant=variant,
                 num_kernels=m.n, profile_source=m.profile_source,
             )  # fmt: skip
-            q = None
             if be:
                 if m.preemptible:
                     m.use_flag(self.preemptor.flag)
@@ -180,7 +191,12 @@ class Engine:
                 q = BEQueue(h, m, self.device.create_stream(priority=self._least), self.device,
                             cap, slot)  # fmt: skip
                 self.be.append(q)
+            if self.padder is not None:
+                self.padder.add(m, be)
         except BaseException:
+            if q is not None and q in self.be:
+                self.be.remove(q)
+                q.close()
             m.close()
             raise
         self.models[h.id] = (h, m, q)
@@ -194,6 +210,8 @@ class Engine:
         if busy:
             raise ReefError(f"cannot unload {h!r}: it has requests queued or running")
         del self.models[h.id]
+        if self.padder is not None:
+            self.padder.remove(m)
         if q is not None:
             self.be.remove(q)
             q.stream.synchronize()
@@ -397,6 +415,8 @@ class Engine:
         # no timestamp kernel: no measured start (never pass a host launch time off as one)
         rec.start_us = t - self.origin_us if t is not None else None
         self.rt_busy.discard(id(task.model))
+        if self.padder is not None:
+            self.padder.rt_done(task)
         p = task.preemption
         if p is not None:
             p.rt_start_us = rec.start_us
@@ -453,7 +473,10 @@ class Engine:
             if st is not None:
                 st.clear(slot)
                 st.stamp(slot, s)
-            m.inst.launch_range(s, 0, m.n)  # the whole RT inference as one run of kernels
+            if self.padder is not None:
+                self.padder.launch_rt(task, m, s)  # kernel by kernel, padded where it pays
+            else:
+                m.inst.launch_range(s, 0, m.n)  # the whole RT inference as one run of kernels
             m.download_outputs(s)
             if st is not None:
                 st.read_async(slot, s)
@@ -605,6 +628,8 @@ class Engine:
                     m.upload_inputs(q.stream)  # a queue reset may have dropped the first copy
                 q.next = start
                 task.record.preemptions += 1
+            if self.padder is not None:
+                self.padder.resumed(q)
             q.held = False
             progress = True
         if not still:
@@ -641,6 +666,8 @@ class Engine:
                 self.preemptor.clear()
             dev.synchronize()
         finally:
+            if self.padder is not None:
+                self.padder.close()
             for q in self.be:
                 q.close()
             for _, m, _ in self.models.values():
