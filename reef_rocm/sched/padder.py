@@ -167,7 +167,7 @@ class PadClient:
     """One BE client's padding state while its queue is held: the kernel being padded and
     the BE virtual blocks handed to launches so far (``planned``, >= the cursor)."""
 
-    __slots__ = ("q", "pm", "task", "kernel", "planned", "fresh", "started", "seen")
+    __slots__ = ("q", "pm", "task", "kernel", "planned", "fresh", "restart", "started", "seen")
 
     def __init__(self, q: Any, pm: _PadModel, task: Any, kernel: int, fresh: bool) -> None:
         self.q = q
@@ -176,6 +176,7 @@ class PadClient:
         self.kernel = kernel
         self.planned = 0
         self.fresh = fresh  # a BE inference the padder starts (not a preempted one)
+        self.restart = False  # a preempted one restarted at kernel 0 (inputs again)
         self.started = False  # slots and cursor of kernel.. zeroed in RT-stream order
         self.seen: dict[int, int] = {}  # kernel -> finished blocks already credited
 
@@ -320,11 +321,13 @@ class Padder:
                 continue
             task = q.cur
             if task is not None:
-                if (q.held and q.slots_read and task.confirmed and not q.drain_pending
-                        and not q.await_marker):  # fmt: skip
-                    j = q.model.first_incomplete()  # the drain's slot read landed: exact
+                if q.held and q.slots_read and not q.drain_pending and not q.await_marker:
+                    # the drain's slot read landed: exact. Unconfirmed (a queue reset may
+                    # have dropped the begin zeroing): restart at 0, as the engine would
+                    j = q.model.first_incomplete() if task.confirmed else 0
                     if j < q.model.n:
                         c = self.clients[id(q)] = PadClient(q, pm, task, j, fresh=False)
+                        c.restart = not task.confirmed
                         out.append(c)
             elif q.tasks and not q.held:
                 t = q.tasks[0]
@@ -336,7 +339,7 @@ class Padder:
         """Where the client's padding stands, once our last slot read landed: the cursor is
         exact (``planned`` = finished blocks), and a completed kernel lets the next one be
         padded (its slot and cursor are still zero from ``_begin``)."""
-        if not c.started:
+        if not c.started or c.kernel >= c.q.model.n:
             return
         inst = c.q.model.inst
         if not inst.slots_ready():
@@ -357,10 +360,8 @@ class Padder:
             q.cur = task
             q.next = 0
             q.tail_issued = False
-            task.confirmed = True  # the zeroing below precedes everything in RT order
             if task.inputs is not None:
                 m.set_inputs(task.inputs)
-                m.upload_inputs(s)
             q.held = True  # restored by the engine's resume once RT completed
             task.record.launched_us = task.record.start_us = e._now()
             from reef_rocm.sched.engine import NORMAL, PREEMPTED
@@ -369,6 +370,10 @@ class Padder:
                 e.state = PREEMPTED  # so the engine resumes it (no flag was raised)
             self.clients[id(q)] = c
             self.stats.be_started += 1
+        if (c.fresh or c.restart) and c.task.inputs is not None:
+            m.upload_inputs(s)
+        # the zeroing precedes everything padding runs, in RT order: the slots are trusted
+        c.task.confirmed = True
         m.zero_slots(s, c.kernel)
         c.pm.cursor.reset(s, c.kernel)
         c.started = True
