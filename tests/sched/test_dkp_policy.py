@@ -145,3 +145,32 @@ def test_capability_and_build_errors(sim):
     with pytest.raises(ReefError, match="dkp_build.json"):
         Scheduler(sim(indirect_calls=True), SchedOptions(policy=POLICY, dkp_build="/nonexistent"))
     assert get_policy(POLICY).pads and get_policy("reset+poll").pads is False
+
+
+def test_padding_without_zeroing_is_caught(sim, pk, monkeypatch):
+    """Negative control for exact restore: pad a held client's kernel without zeroing its
+    slot first (the evicted launch's count stays in it) - the run must fail."""
+    from reef_rocm.sched.model import LoadedModel
+
+    real = LoadedModel.zero_slots
+
+    def skip_on_rt(self, stream, start=0):
+        if getattr(stream, "_dkp_rt", False):
+            return
+        real(self, stream, start)
+
+    monkeypatch.setattr(LoadedModel, "zero_slots", skip_on_rt)
+    real_init = padder_mod.Padder.__init__
+
+    def mark(self, engine):
+        real_init(self, engine)
+        engine.rt_stream._dkp_rt = True
+
+    monkeypatch.setattr(padder_mod.Padder, "__init__", mark)
+    rt_at = sorted(_bursts([30.0, 900.0, 1800.0], 4) + [400.0 + 230.0 * i for i in range(8)])
+    try:
+        run, _, _ = _run(sim, pk, monkeypatch, rt_at, [0.0, 0.0, 0.0, 640.0], 4000.0,
+                         per_launch=5)  # fmt: skip
+    except ReefError:
+        return  # CompletionCountError: blocks counted twice
+    assert not all(r.correct is True for r in run.requests)

@@ -143,6 +143,13 @@ def add_disb_parser(sub: Any) -> None:
         help="preloaded (default, as REEF's evaluation): inputs uploaded once before a run, "
         "no transfer on a request's path; per-request: every request uploads its inputs",
     )
+    p.add_argument(
+        "--dkp-build",
+        default=None,
+        metavar="DIR",
+        help="DKP build of the workload's models (reef_rocm.dkp.build; its dkp_profile-<arch>"
+        ".json from tools/dkp_profile.py) for the +dkp policies; without it they are skipped",
+    )
     p.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
     p.add_argument("--no-progress-bar", action="store_true", help="plain progress lines")
     p.set_defaults(func=cmd_disb)  # fmt: skip
@@ -235,6 +242,7 @@ def cmd_disb(args: argparse.Namespace) -> int:
         rt_scale=args.rt_scale,
         be_alone_policy=args.be_alone_policy,
         inputs=args.inputs,
+        dkp_build=args.dkp_build,
         sim_arch=args.sim_arch,
         **_sim_model_options(args),
         plots=not args.no_plots,

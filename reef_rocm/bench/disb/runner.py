@@ -40,6 +40,7 @@ POLICY_ORDER = (
     "reset",
     "reset+poll",
     "reset+kill",
+    "reset+poll+dkp",
 )
 REFERENCE_POLICY = "rt-only"
 # Policies whose BE device queue is capped (what --sweep-cap varies).
@@ -78,6 +79,9 @@ class DisbOptions:
     # none (REEF's registered blobs: no transfer between an RT arrival and its first kernel);
     # "per-request": each request copies its inputs to the GPU on its own path
     inputs: str = "preloaded"
+    # DKP build of the workload's models for the +dkp policies (SchedOptions.dkp_build);
+    # None: those policies are skipped
+    dkp_build: str | None = None
     sim_arch: str = "sm_90"  # the H200's architecture model (cuda's capabilities)
     sim_compute_units: int = SIM_COMPUTE_UNITS
     sim_max_rounds: int | None = SIM_MAX_ROUNDS
@@ -181,6 +185,11 @@ class DisbBench:
                         f"{self.capabilities.level.name})"
                     )
             chosen = self._order(chosen)
+        if not self.options.dkp_build:
+            pads = self._sched.policy.all_policies()
+            for p in [p for p in chosen if p in pads and pads[p].pads]:
+                chosen.remove(p)
+                skipped[p] = "needs a DKP build of the models (--dkp-build DIR)"
         for p in POLICY_ORDER:
             if p not in self.available and p not in skipped and wanted is None:
                 skipped[p] = (
@@ -219,9 +228,12 @@ class DisbBench:
         sched = self._sched
         dev = self._open_device() if self.simulated else self._device
         opts: dict[str, Any] = {"policy": policy, "trace": False}
+        if self.options.dkp_build:
+            opts["dkp_build"] = self.options.dkp_build
         if cap_us is not None:
             opts["device_queue_cap_us"] = cap_us
         t0 = time.monotonic()
+        padding = None
         try:
             with sched.Scheduler(dev, sched.SchedOptions(**opts)) as s:
                 specs = []
@@ -242,6 +254,9 @@ class DisbBench:
                     duration_us=(w.warmup_s + w.duration_s) * 1e6,
                     warmup_us=w.warmup_s * 1e6,
                 )
+                pad = getattr(s.engine, "padder", None)
+                if pad is not None:  # why DKP did or did not help: what the padder did
+                    padding = pad.stats.as_dict()
         finally:
             if self.simulated:
                 dev.close()
@@ -250,6 +265,8 @@ class DisbBench:
         m = met.run_metrics(run, window, table)
         m["policy"] = policy
         m["device_queue_cap_us"] = cap_us
+        if padding is not None:
+            m["padding"] = padding
         m["wall_s"] = time.monotonic() - t0
         return m, m["wall_s"]
 
