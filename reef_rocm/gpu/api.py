@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +52,7 @@ class Capabilities:
     queue_reset: bool = False  # drop packets waiting in one device queue (reef KFD patch)
     in_kernel_polling: bool = False  # kernels may poll a flag in device memory while running
     host_mapped_memory: bool = False  # host memory the GPU can read/write directly
+    graphs: bool = False  # a stream's launches captured once and replayed with one call
 
     @property
     def level(self) -> PreemptLevel:
@@ -221,6 +222,13 @@ class Stream(Resource):
 
     @abc.abstractmethod
     def wait_event(self, event: Event) -> None: ...
+
+
+class Graph(Resource):
+    """Launches captured once (``Device.capture_graph``), replayed with one call."""
+
+    @abc.abstractmethod
+    def launch(self, stream: Stream) -> None: ...
 
 
 class BoundLaunch(abc.ABC):
@@ -414,6 +422,16 @@ class Device(Resource):
         raise UnsupportedError(
             f"{self.info.backend} device {self.info.name!r} cannot kill running waves "
             "(capability wave_kill is off: needs an AMD GPU with the reef KFD patch)"
+        )
+
+    def capture_graph(self, stream: Stream, enqueue: Callable[[Stream], None]) -> Graph:
+        """Record what ``enqueue(stream)`` queues (kernel launches) into a graph, without
+        running it; ``graph.launch(stream)`` then replays it with one call. Kernel arguments
+        are captured by value: later in-place changes to bound parameters are not seen.
+        Only where ``capabilities.graphs``; otherwise UnsupportedError."""
+        raise UnsupportedError(
+            f"{self.info.backend} device {self.info.name!r} cannot capture launch graphs "
+            "(capability graphs is off)"
         )
 
     def clear_queue(self, stream: Stream) -> int:

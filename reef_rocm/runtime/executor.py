@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from reef_rocm.errors import PackageError, ReefError, UnsupportedError
-from reef_rocm.gpu.api import BoundLaunch, Device, DevicePtr, Event, LaunchConfig, Stream
+from reef_rocm.gpu.api import BoundLaunch, Device, DevicePtr, Event, Graph, LaunchConfig, Stream
 from reef_rocm.package.files import ModelPackage
 from reef_rocm.package.manifest import LaunchRecord
 
@@ -318,6 +318,17 @@ class ModelInstance:
         launches = self.launches
         for i in range(start, len(launches) if stop is None else stop):
             launches[i].launch(stream)
+
+    def capture(self, stream: Stream, start: int = 0, stop: int | None = None) -> Graph:
+        """Kernels ``start .. stop-1`` captured into a launch graph (``Device.capture_graph``,
+        where ``capabilities.graphs``): ``graph.launch(stream)`` replays them with one call.
+        Arguments are captured by value, so set poll intervals and flags before capturing;
+        meant for RT inferences, which are never preempted (slots are not touched)."""
+        n = self.num_kernels
+        stop = n if stop is None else stop
+        if not 0 <= start <= stop <= n:
+            raise ValueError(f"kernel range [{start}, {stop}) outside 0..{n}")
+        return self.device.capture_graph(stream, lambda s: self.launch_range(s, start, stop))
 
     def begin(self, stream: Stream) -> None:
         """Start a new inference on ``stream``: zero every completion slot, in stream order
