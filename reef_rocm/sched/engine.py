@@ -180,6 +180,13 @@ class Engine:
                 q = BEQueue(h, m, self.device.create_stream(priority=self._least), self.device,
                             cap, slot)  # fmt: skip
                 self.be.append(q)
+            elif opt.rt_graphs:
+                if not self.device.capabilities.graphs:
+                    raise UnsupportedError(
+                        f"rt_graphs: {self.device.info.name} cannot capture launch graphs "
+                        "(capability graphs is off)"
+                    )
+                m.capture_graph(self.rt_stream)
         except BaseException:
             m.close()
             raise
@@ -453,7 +460,10 @@ class Engine:
             if st is not None:
                 st.clear(slot)
                 st.stamp(slot, s)
-            m.inst.launch_range(s, 0, m.n)  # the whole RT inference as one run of kernels
+            if m.graph is not None:
+                m.graph.launch(s)  # the whole RT inference: one call
+            else:
+                m.inst.launch_range(s, 0, m.n)  # the whole RT inference as one run of kernels
             m.download_outputs(s)
             if st is not None:
                 st.read_async(slot, s)

@@ -19,7 +19,9 @@ class SchedOptions:
     no stored profile exists. ``threaded``: run the engine on a scheduler thread (None: yes on
     real GPUs, no on the sim, where ``run_load`` and ``Future.result()`` drive it in-process).
     ``device_timestamps``: launch a one-thread timestamp kernel ahead of each RT request so
-    its start is measured on the device clock.
+    its start is measured on the device clock. ``rt_graphs``: capture each RT model's kernels
+    into one launch graph at load (devices with ``capabilities.graphs``; RT is never
+    preempted, so replaying it whole is safe) and launch an RT request with one call.
     """
 
     policy: str = "reset+poll"
@@ -30,6 +32,7 @@ class SchedOptions:
     profile_on_load: bool = True
     threaded: bool | None = None
     device_timestamps: bool = True
+    rt_graphs: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.policy, str) or not self.policy:

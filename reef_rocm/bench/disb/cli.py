@@ -143,6 +143,11 @@ def add_disb_parser(sub: Any) -> None:
         help="preloaded (default, as REEF's evaluation): inputs uploaded once before a run, "
         "no transfer on a request's path; per-request: every request uploads its inputs",
     )
+    p.add_argument(
+        "--rt-graphs",
+        action="store_true",
+        help="launch each RT inference as one launch graph (CUDA; SchedOptions.rt_graphs)",
+    )
     p.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
     p.add_argument("--no-progress-bar", action="store_true", help="plain progress lines")
     p.set_defaults(func=cmd_disb)  # fmt: skip
@@ -235,6 +240,7 @@ def cmd_disb(args: argparse.Namespace) -> int:
         rt_scale=args.rt_scale,
         be_alone_policy=args.be_alone_policy,
         inputs=args.inputs,
+        rt_graphs=args.rt_graphs,
         sim_arch=args.sim_arch,
         **_sim_model_options(args),
         plots=not args.no_plots,

@@ -78,6 +78,7 @@ class DisbOptions:
     # none (REEF's registered blobs: no transfer between an RT arrival and its first kernel);
     # "per-request": each request copies its inputs to the GPU on its own path
     inputs: str = "preloaded"
+    rt_graphs: bool = False  # RT inferences as one launch graph each (SchedOptions.rt_graphs)
     sim_arch: str = "sm_90"  # the H200's architecture model (cuda's capabilities)
     sim_compute_units: int = SIM_COMPUTE_UNITS
     sim_max_rounds: int | None = SIM_MAX_ROUNDS
@@ -218,7 +219,8 @@ class DisbBench:
     ) -> tuple[dict[str, Any], float]:  # fmt: skip
         sched = self._sched
         dev = self._open_device() if self.simulated else self._device
-        opts: dict[str, Any] = {"policy": policy, "trace": False}
+        opts: dict[str, Any] = {"policy": policy, "trace": False,
+                                "rt_graphs": self.options.rt_graphs}  # fmt: skip
         if cap_us is not None:
             opts["device_queue_cap_us"] = cap_us
         t0 = time.monotonic()
