@@ -245,6 +245,18 @@ class BoundLaunch(abc.ABC):
     @abc.abstractmethod
     def launch(self, stream: Stream) -> None: ...
 
+    @property
+    def c_launcher(self) -> Any:
+        """This launch as a pre-bound C launcher (``gpu.fastlaunch``), or None where launches
+        go through Python; the executor strings these into one span call."""
+        return None
+
+    def check_launch_status(self, status: int, what: str = "") -> None:
+        """Raise the error ``launch`` raises for driver status ``status`` (a no-op for 0);
+        ``what`` names the launch in the message. Only backends with a C launcher call it."""
+        if status:
+            raise GpuError(f"launch ({what})" if what else "launch", int(status))
+
 
 class Kernel(abc.ABC):
     """One kernel of a loaded module. ``module`` is the Module it came from."""

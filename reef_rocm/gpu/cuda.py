@@ -265,7 +265,16 @@ class CudaBoundLaunch(BoundLaunch):
         else:
             (err,) = self._launch(*self._head, stream.handle, *self._tail)  # type: ignore[attr-defined]
         if err != 0:
-            _check("cuLaunchKernel", (_cu().CUresult(err),))
+            self.check_launch_status(int(err))
+
+    @property
+    def c_launcher(self) -> Any:
+        return self._fast
+
+    def check_launch_status(self, status: int, what: str = "") -> None:
+        if status != 0:
+            _check(f"cuLaunchKernel ({what})" if what else "cuLaunchKernel",
+                   (_cu().CUresult(status),))  # fmt: skip
 
 
 _entry_point: int | None = None
