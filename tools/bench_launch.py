@@ -5,6 +5,12 @@ Both sides launch the same empty kernel (3 arguments, 1 block of 32 threads) fro
 cubin back to back on one non-blocking stream and divide the host time by the launch count.
 The goal from the design: Python/C++ <= 1.1. Writes JSON with card, date and git commit.
 
+Span mode (``--span-sizes``, on by default): N launches bound once, each with its own
+parameter block as a model's kernels have, submitted as one C span call
+(``gpu.fastlaunch.span``, what ``ModelInstance.launch_range`` makes) vs a Python loop over the
+same bound launches (``launch_range`` without the span); per-kernel cost for each N, next to
+the C++ loop. ``span_vs_cpp`` near 1 means Python adds nothing per kernel.
+
     python tools/bench_launch.py --out docs/results/launch_cost_h100.json
 """
 
@@ -71,11 +77,51 @@ def summary(per: list[float]) -> dict:
     return {"median_us": statistics.median(per), "min_us": min(per), "max_us": max(per)}
 
 
+def span_mode(kernel, buf, stream, sizes: list[int], launches: int, repeats: int) -> dict:
+    """Per-kernel host cost of N pre-bound launches as one span call vs a Python loop."""
+    from reef_rocm.gpu import fastlaunch
+
+    cfg = LaunchConfig(1, 32)
+    h = stream.raw_handle
+    out: dict = {}
+    for n in sizes:
+        bounds = [kernel.bind(cfg, (buf, np.int32(i), np.float32(2.0))) for i in range(n)]
+        span = fastlaunch.span([b.c_launcher for b in bounds])
+        calls = max(1, launches // n)
+
+        def loop(bounds=bounds) -> None:
+            for b in bounds:
+                b.launch(stream)
+
+        row = {
+            "kernels_per_call": n,
+            "python_loop_per_kernel": summary(
+                [t / n for t in time_loop(loop, calls, repeats, stream.synchronize)]
+            ),
+        }
+        if span is not None:
+
+            def one_span(span=span, n=n, bounds=bounds) -> None:
+                status, i = span(h, 0, n)
+                if status:
+                    bounds[i].check_launch_status(status, f"span launch {i}")
+
+            row["span_per_kernel"] = summary(
+                [t / n for t in time_loop(one_span, calls, repeats, stream.synchronize)]
+            )
+        out[str(n)] = row
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--launches", type=int, default=20000)
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument(
+        "--span-sizes", default="1,8,64,256",
+        help="kernels per span call to measure (comma-separated; empty: no span mode)",
+    )  # fmt: skip
     args = ap.parse_args()
 
     dev = open_device("cuda")
@@ -122,8 +168,14 @@ def main() -> int:
         name: summary(time_loop(fn, args.launches, args.repeats, stream.synchronize))
         for name, fn in paths.items()
     }
+    sizes = [int(x) for x in args.span_sizes.split(",") if x.strip()]
+    spans = span_mode(kernel, buf, stream, sizes, args.launches, args.repeats)
     cpp_after = cpp()
     cpp_med = statistics.median([cpp_before["median_us"], cpp_after["median_us"]])
+    for row in spans.values():
+        row["python_loop_vs_cpp"] = row["python_loop_per_kernel"]["median_us"] / cpp_med
+        if "span_per_kernel" in row:
+            row["span_vs_cpp"] = row["span_per_kernel"]["median_us"] / cpp_med
     result = {
         **run_metadata(dev),
         "benchmark": "launch_cost",
@@ -134,7 +186,12 @@ def main() -> int:
         "python_pack_every_launch": repack,
         "python_launch_path_variants": variants,
         "ratio_prepacked_vs_cpp": prepacked["median_us"] / cpp_med,
-        "c_launcher_used": bound._fast is not None,
+        "c_launcher_used": bound.c_launcher is not None,
+        "span": {
+            "used": any("span_per_kernel" in r for r in spans.values()),
+            "what": "per-kernel host us: N bound launches as one C span call vs a Python loop",
+            "sizes": spans,
+        },
         "goal_ratio_max": 1.1,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -145,7 +202,12 @@ def main() -> int:
     print(f"{'Python packing every launch':32s} {repack['median_us']:10.2f}")
     for name, v in variants.items():
         print(f"  variant {name:24s} {v['median_us']:10.2f}")
-    print(f"C launcher used: {bound._fast is not None}")
+    for n, row in spans.items():
+        loop_us = row["python_loop_per_kernel"]["median_us"]
+        span_us = row.get("span_per_kernel", {}).get("median_us", float("nan"))
+        print(f"  N={n:>4s}: Python loop {loop_us:6.2f}  span {span_us:6.2f} us/kernel "
+              f"(span / C++ = {span_us / cpp_med:.3f})")  # fmt: skip
+    print(f"C launcher used: {bound.c_launcher is not None}")
     print(f"ratio pre-packed / C++ = {result['ratio_prepacked_vs_cpp']:.3f} (goal <= 1.1)")
     return 0
 

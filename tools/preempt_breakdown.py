@@ -50,7 +50,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--be", default="resnet152", help="comma-separated BE models")
     ap.add_argument("--policy", default="reset+poll")
     ap.add_argument("--interval-ms", type=float, default=2.0)
+    ap.add_argument("--poll-target-us", type=float, default=None,
+                    help="SchedOptions.poll_target_us (default: the scheduler's)")
     ap.add_argument("--duration", type=float, default=3.0, help="seconds per run")
+    ap.add_argument(
+        "--inputs", default="preloaded,per-request",
+        help="input modes to run: preloaded (uploaded once, REEF's registered blobs) and/or "
+        "per-request (each RT request uploads its input before its first kernel)",
+    )  # fmt: skip
     ap.add_argument("--out", required=True)
     a = ap.parse_args(argv)
 
@@ -58,14 +65,24 @@ def main(argv: list[str] | None = None) -> int:
     target = f"{dev.info.backend}:{dev.info.arch}"
     arrivals = list(np.arange(1000.0, a.duration * 1e6, a.interval_ms * 1e3))
     result: dict = {"benchmark": "preempt_breakdown", "rt": a.rt, "be": a.be.split(","),
-                    "interval_ms": a.interval_ms, "duration_s": a.duration, "runs": {}}  # fmt: skip
-    for policy in ("rt-only", a.policy):
-        with Scheduler(dev, SchedOptions(policy=policy)) as s:
+                    "interval_ms": a.interval_ms, "duration_s": a.duration,
+                    "poll_target_us": a.poll_target_us, "runs": {}}  # fmt: skip
+    modes = a.inputs.split(",")
+    bad = [m for m in modes if m not in ("preloaded", "per-request")]
+    if bad:
+        raise SystemExit(f"unknown input mode {bad[0]!r} (preloaded, per-request)")
+    for mode, policy in [(m, p) for m in modes for p in ("rt-only", a.policy)]:
+        pre_load = mode == "preloaded"
+        opts = {"policy": policy}
+        if a.poll_target_us is not None:
+            opts["poll_target_us"] = a.poll_target_us
+        with Scheduler(dev, SchedOptions(**opts)) as s:
             h_rt = s.load(_package(a.packages, a.rt, target), "rt", "rt0")
-            loads = [LoadSpec(h_rt, arrivals)]
+            loads = [LoadSpec(h_rt, arrivals, preload=pre_load)]
             if policy != "rt-only":
                 for i, m in enumerate(a.be.split(",")):
-                    loads.append(LoadSpec(s.load(_package(a.packages, m, target), "be", f"be{i}")))
+                    h = s.load(_package(a.packages, m, target), "be", f"be{i}")
+                    loads.append(LoadSpec(h, preload=pre_load))
             run = s.run_load(loads, duration_us=a.duration * 1e6,
                              warmup_us=min(200e3, a.duration * 1e5))
         rt = [r for r in run.requests if r.priority == "rt"]
@@ -89,8 +106,8 @@ def main(argv: list[str] | None = None) -> int:
                     None if p.be_drained_us is None else p.be_drained_us - p.flag_raised_us
                     for p in pre]),
             })  # fmt: skip
-        result["runs"][policy] = entry
-        print(policy, {k: (v if not isinstance(v, dict) else
+        result["runs"][f"{policy} {mode}"] = entry
+        print(policy, mode, {k: (v if not isinstance(v, dict) else
                            {kk: round(vv, 1) for kk, vv in v.items()})
                        for k, v in entry.items()})  # fmt: skip
     write_result(a.out, result, dev)

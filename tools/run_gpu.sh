@@ -10,6 +10,8 @@
 #   storm   >= 10,000 preemptions through the scheduler, every BE output checked
 #   server  reef serve + client processes vs in-process scheduler (tools/bench_server.py)
 #   disb    every DISB workload under every policy (reef bench disb all)
+#   breakdown  preemption latency split into host and device parts (tools/preempt_breakdown.py)
+#   torch   the zoo in PyTorch, eager and CUDA graph (tools/bench_torch_zoo.py)
 # PACKAGES (default .carry/packages) names the model packages the stages use.
 # Prepare on the dev machine: tools/prepare_gpu_carry.sh; then on the GPU host:
 #   bash tools/run_gpu.sh doctor tests launch
@@ -71,6 +73,16 @@ for stage in "${@:-doctor tests launch}"; do
 			--be resnet152,densenet201,inception_v3 --preemptions 10000 \
 			--out "$OUT/preempt_storm_$CARD_TAG.json" 2>&1 | tail -n 30
 		[ "${PIPESTATUS[0]}" = 0 ] || status=1 ;;
+	breakdown)
+		# where preemption latency goes, inputs preloaded vs uploaded per request
+		$PY tools/preempt_breakdown.py --backend cuda --packages "$PACKAGES" --rt tiny_cnn \
+			--be resnet152 --out "$OUT/preempt_breakdown_${CARD_TAG}_tiny_cnn.json" || status=1
+		$PY tools/preempt_breakdown.py --backend cuda --packages "$PACKAGES" --rt vgg19 \
+			--be resnet152 --interval-ms 10 \
+			--out "$OUT/preempt_breakdown_${CARD_TAG}_vgg19.json" || status=1 ;;
+	torch)
+		# the zoo's graphs in PyTorch (eager, CUDA graph): issue 15's comparison column
+		$PY tools/bench_torch_zoo.py --out "$OUT/torch_zoo_$CARD_TAG.json" || status=1 ;;
 	server)
 		$PY tools/bench_server.py --backend cuda --packages "$PACKAGES" --rt vgg19 \
 			--be resnet152 --duration "${SERVER_DURATION:-30}" \

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +53,7 @@ class Capabilities:
     in_kernel_polling: bool = False  # kernels may poll a flag in device memory while running
     host_mapped_memory: bool = False  # host memory the GPU can read/write directly
     indirect_calls: bool = False  # kernels call device functions through pointers (DKP)
+    graphs: bool = False  # a stream's launches captured once and replayed with one call
 
     @property
     def level(self) -> PreemptLevel:
@@ -224,6 +225,13 @@ class Stream(Resource):
     def wait_event(self, event: Event) -> None: ...
 
 
+class Graph(Resource):
+    """Launches captured once (``Device.capture_graph``), replayed with one call."""
+
+    @abc.abstractmethod
+    def launch(self, stream: Stream) -> None: ...
+
+
 class BoundLaunch(abc.ABC):
     """A kernel with its launch shape and arguments packed once; ``launch`` is one driver call.
 
@@ -237,6 +245,18 @@ class BoundLaunch(abc.ABC):
 
     @abc.abstractmethod
     def launch(self, stream: Stream) -> None: ...
+
+    @property
+    def c_launcher(self) -> Any:
+        """This launch as a pre-bound C launcher (``gpu.fastlaunch``), or None where launches
+        go through Python; the executor strings these into one span call."""
+        return None
+
+    def check_launch_status(self, status: int, what: str = "") -> None:
+        """Raise the error ``launch`` raises for driver status ``status`` (a no-op for 0);
+        ``what`` names the launch in the message. Only backends with a C launcher call it."""
+        if status:
+            raise GpuError(f"launch ({what})" if what else "launch", int(status))
 
 
 class Kernel(abc.ABC):
@@ -415,6 +435,16 @@ class Device(Resource):
         raise UnsupportedError(
             f"{self.info.backend} device {self.info.name!r} cannot kill running waves "
             "(capability wave_kill is off: needs an AMD GPU with the reef KFD patch)"
+        )
+
+    def capture_graph(self, stream: Stream, enqueue: Callable[[Stream], None]) -> Graph:
+        """Record what ``enqueue(stream)`` queues (kernel launches) into a graph, without
+        running it; ``graph.launch(stream)`` then replays it with one call. Kernel arguments
+        are captured by value: later in-place changes to bound parameters are not seen.
+        Only where ``capabilities.graphs``; otherwise UnsupportedError."""
+        raise UnsupportedError(
+            f"{self.info.backend} device {self.info.name!r} cannot capture launch graphs "
+            "(capability graphs is off)"
         )
 
     def clear_queue(self, stream: Stream) -> int:

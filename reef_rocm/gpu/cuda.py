@@ -27,6 +27,7 @@ from reef_rocm.gpu.api import (
     DeviceInfo,
     DevicePtr,
     Event,
+    Graph,
     HostMappedBuffer,
     Kernel,
     LaunchConfig,
@@ -163,6 +164,40 @@ class CudaStream(Stream):
             self.handle = None
 
 
+class CudaGraph(Graph):
+    """A stream capture (thread-local mode: other threads' launches are not captured and
+    not disturbed) instantiated once; ``launch`` is one ``cuGraphLaunch``."""
+
+    def __init__(self, stream: Stream, enqueue: Any) -> None:
+        cu = _cu()
+        if not isinstance(stream, CudaStream):
+            raise TypeError(f"expected a CudaStream, got {type(stream).__name__}")
+        self._graph = self._exec = None
+        mode = cu.CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_THREAD_LOCAL
+        _check("cuStreamBeginCapture", cu.cuStreamBeginCapture(stream.handle, mode))
+        try:
+            enqueue(stream)
+        finally:
+            # always end the capture: a stream left capturing fails every later call on it
+            err, graph = cu.cuStreamEndCapture(stream.handle)
+        _check("cuStreamEndCapture", (err,))
+        self._graph = graph
+        self._exec = _check("cuGraphInstantiate", cu.cuGraphInstantiate(graph, 0))
+        self.nodes = int(_check("cuGraphGetNodes", cu.cuGraphGetNodes(graph, 0))[1])
+
+    def launch(self, stream: Stream) -> None:
+        _check("cuGraphLaunch", _cu().cuGraphLaunch(self._exec, _stream_handle(stream)))
+
+    def close(self) -> None:
+        cu = _cu()
+        if self._exec is not None:
+            _check("cuGraphExecDestroy", cu.cuGraphExecDestroy(self._exec))
+            self._exec = None
+        if self._graph is not None:
+            _check("cuGraphDestroy", cu.cuGraphDestroy(self._graph))
+            self._graph = None
+
+
 class CudaEvent(Event):
     def __init__(self, timing: bool) -> None:
         cu = _cu()
@@ -230,7 +265,16 @@ class CudaBoundLaunch(BoundLaunch):
         else:
             (err,) = self._launch(*self._head, stream.handle, *self._tail)  # type: ignore[attr-defined]
         if err != 0:
-            _check("cuLaunchKernel", (_cu().CUresult(err),))
+            self.check_launch_status(int(err))
+
+    @property
+    def c_launcher(self) -> Any:
+        return self._fast
+
+    def check_launch_status(self, status: int, what: str = "") -> None:
+        if status != 0:
+            _check(f"cuLaunchKernel ({what})" if what else "cuLaunchKernel",
+                   (_cu().CUresult(status),))  # fmt: skip
 
 
 _entry_point: int | None = None
@@ -361,6 +405,7 @@ CUDA_CAPABILITIES = Capabilities(
     in_kernel_polling=True,
     host_mapped_memory=True,
     indirect_calls=True,
+    graphs=True,
 )
 
 
@@ -432,6 +477,9 @@ class CudaDevice(Device):
 
     def create_event(self, timing: bool = True) -> CudaEvent:
         return CudaEvent(timing)
+
+    def capture_graph(self, stream: Stream, enqueue: Any) -> CudaGraph:
+        return CudaGraph(stream, enqueue)
 
     def synchronize(self) -> None:
         _check("cuCtxSynchronize", _cu().cuCtxSynchronize())

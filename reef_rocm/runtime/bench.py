@@ -4,6 +4,9 @@
 
 Latency: one inference = every kernel launched back to back on one stream (how REEF runs a
 model), timed by events around the whole sequence; median of ``--repeats`` after warm-up.
+Host latency: from the first launch call to the host seeing the end event (what a request
+waits; it includes the launch calls when the GPU outruns them). Where the device can capture
+launch graphs (CUDA), the same inference replayed as one graph launch, both ways.
 Kernel durations: every kernel between two events (``ModelInstance.profile``), which adds
 ~1-2 us of event overhead to each, so min/median are upper bounds for short kernels.
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -34,18 +38,15 @@ def bench_package(dev: Any, path: Path, repeats: int, profile_dir: Path | None) 
             inst.set_input(i, a)
         s = dev.create_stream()
         start, end = dev.create_event(), dev.create_event()
+        graph = None
         try:
-            for _ in range(3):
-                inst.launch_range(s)
-            s.synchronize()
-            lat = []
-            for _ in range(repeats):
-                start.record(s)
-                inst.launch_range(s)
-                end.record(s)
-                end.synchronize()
-                lat.append(start.elapsed_ms(end))
+            lat, host = _time(inst.launch_range, s, start, end, repeats)
+            if dev.capabilities.graphs:
+                graph = inst.capture(s)
+                g_lat, g_host = _time(graph.launch, s, start, end, repeats)
         finally:
+            if graph is not None:
+                graph.close()
             start.close()
             end.close()
             s.close()
@@ -54,11 +55,12 @@ def bench_package(dev: Any, path: Path, repeats: int, profile_dir: Path | None) 
             write_profile(prof, profile_dir / f"{path.name}.profile.json")
     us = np.array([k["us_median"] for k in prof["kernels"]])
     order = np.argsort(us)[::-1]
-    return {
+    out = {
         "package": path.name,
         "kernels": len(us),
         "latency_ms_median": float(np.median(lat)),
         "latency_ms_min": float(np.min(lat)),
+        "host_latency_ms_median": float(np.median(host)),
         "kernel_us": {
             "min": float(us.min()),
             "median": float(np.median(us)),
@@ -77,6 +79,27 @@ def bench_package(dev: Any, path: Path, repeats: int, profile_dir: Path | None) 
             for i in order[:3]
         ],  # fmt: skip
     }
+    if graph is not None:
+        out["graph_latency_ms_median"] = float(np.median(g_lat))
+        out["graph_host_latency_ms_median"] = float(np.median(g_host))
+    return out
+
+
+def _time(launch: Any, s: Any, start: Any, end: Any, repeats: int) -> tuple[list, list]:
+    """Device ms (events) and host ms (first launch call -> end event seen) per inference."""
+    for _ in range(3):
+        launch(s)
+    s.synchronize()
+    lat, host = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        start.record(s)
+        launch(s)
+        end.record(s)
+        end.synchronize()
+        host.append((time.perf_counter() - t0) * 1e3)
+        lat.append(start.elapsed_ms(end))
+    return lat, host
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,9 +130,12 @@ def main(argv: list[str] | None = None) -> int:
             dev, p, args.repeats, Path(args.profile_dir) if args.profile_dir else None
         )
         results.append(r)
+        graph = r.get("graph_latency_ms_median")
         print(
             f"{p.name:32s} kernels {r['kernels']:4d}  latency {r['latency_ms_median']:8.3f} ms  "
-            f"kernel us min/med/max {r['kernel_us']['min']:.1f}/{r['kernel_us']['median']:.1f}/"
+            f"host {r['host_latency_ms_median']:8.3f} ms  "
+            + (f"graph {graph:8.3f} ms  " if graph is not None else "")
+            + f"kernel us min/med/max {r['kernel_us']['min']:.1f}/{r['kernel_us']['median']:.1f}/"
             f"{r['kernel_us']['max']:.1f}  >255us: {r['kernels_over_255us']}",
             flush=True,
         )

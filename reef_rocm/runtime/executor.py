@@ -18,6 +18,12 @@ blocks of the *latest* launch of its kernel, so a kernel cut short twice does no
 blocks up to a false "complete". Re-running a partly-run kernel is safe because kernels are
 idempotent by construction (reef_rocm.package.manifest.idempotence_violations).
 
+``launch_range`` is one call into the C span launcher (``gpu.fastlaunch.span``) where every
+bound launch has a C launcher, so Python adds nothing per kernel; elsewhere (sim, hsa, no
+compiled extension) it loops over the bound launches. The span reads each launch's parameter
+block through its fixed pointer array, so in-place edits (``set_reef_param``, the scheduler's
+``use_flag``) are seen by the next span call as by the next single launch.
+
 Housekeeping (weight uploads, slot and flag resets, input uploads, output reads) never uses
 the legacy null stream, which is not ordered against non-blocking streams on CUDA and waits
 behind CU-masked streams on HIP: it goes through the caller's stream or the instance's own
@@ -34,7 +40,8 @@ from typing import Any
 import numpy as np
 
 from reef_rocm.errors import PackageError, ReefError, UnsupportedError
-from reef_rocm.gpu.api import BoundLaunch, Device, DevicePtr, Event, LaunchConfig, Stream
+from reef_rocm.gpu import fastlaunch
+from reef_rocm.gpu.api import BoundLaunch, Device, DevicePtr, Event, Graph, LaunchConfig, Stream
 from reef_rocm.package.files import ModelPackage
 from reef_rocm.package.manifest import LaunchRecord
 
@@ -80,6 +87,7 @@ class ModelInstance:
         self._slot_pinned: Any = None
         self._closed = False
         self.launches: list[BoundLaunch] = []
+        self._span: fastlaunch.SpanCall | None = None
         self.package = package if isinstance(package, ModelPackage) else ModelPackage.load(package)
         m = self.package.manifest
         self.variant = m.variant(variant)
@@ -137,6 +145,7 @@ class ModelInstance:
             self.load_params(seed)
             self.module = device.load_module(self.package.binary(variant))
             self.launches = [self._bind(i, k) for i, k in enumerate(self.kernels)]
+            self._span = fastlaunch.span([b.c_launcher for b in self.launches])
             self._staged: list[np.ndarray | None] = [None] * len(m.inputs)
         except BaseException:
             self.close()
@@ -316,8 +325,28 @@ class ModelInstance:
         """Enqueue kernels ``start .. stop-1`` on ``stream`` (asynchronous). Slots are not
         touched: use ``begin``/``resume`` when the slots matter."""
         launches = self.launches
-        for i in range(start, len(launches) if stop is None else stop):
+        end = len(launches) if stop is None else stop
+        span = self._span
+        if span is not None:
+            # one C call; kernels before a failing one stay queued, as in the loop below
+            status, i = span(stream.raw_handle, start, end)  # type: ignore[attr-defined]
+            if status:
+                k = self.kernels[i]
+                launches[i].check_launch_status(status, f"kernel {i} {k.name}")
+            return
+        for i in range(start, end):
             launches[i].launch(stream)
+
+    def capture(self, stream: Stream, start: int = 0, stop: int | None = None) -> Graph:
+        """Kernels ``start .. stop-1`` captured into a launch graph (``Device.capture_graph``,
+        where ``capabilities.graphs``): ``graph.launch(stream)`` replays them with one call.
+        Arguments are captured by value, so set poll intervals and flags before capturing;
+        meant for RT inferences, which are never preempted (slots are not touched)."""
+        n = self.num_kernels
+        stop = n if stop is None else stop
+        if not 0 <= start <= stop <= n:
+            raise ValueError(f"kernel range [{start}, {stop}) outside 0..{n}")
+        return self.device.capture_graph(stream, lambda s: self.launch_range(s, start, stop))
 
     def begin(self, stream: Stream) -> None:
         """Start a new inference on ``stream``: zero every completion slot, in stream order
@@ -524,6 +553,7 @@ class ModelInstance:
         if self._hk is not None:
             self._hk.close()
             self._hk = None
+        self._span = None
         self.launches = []
 
     def __enter__(self) -> ModelInstance:

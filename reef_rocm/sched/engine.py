@@ -191,6 +191,13 @@ class Engine:
                 q = BEQueue(h, m, self.device.create_stream(priority=self._least), self.device,
                             cap, slot)  # fmt: skip
                 self.be.append(q)
+            elif opt.rt_graphs:
+                if not self.device.capabilities.graphs:
+                    raise UnsupportedError(
+                        f"rt_graphs: {self.device.info.name} cannot capture launch graphs "
+                        "(capability graphs is off)"
+                    )
+                m.capture_graph(self.rt_stream)
             if self.padder is not None:
                 self.padder.add(m, be)
         except BaseException:
@@ -475,6 +482,8 @@ class Engine:
                 st.stamp(slot, s)
             if self.padder is not None:
                 self.padder.launch_rt(task, m, s)  # kernel by kernel, padded where it pays
+            elif m.graph is not None:
+                m.graph.launch(s)  # the whole RT inference: one call
             else:
                 m.inst.launch_range(s, 0, m.n)  # the whole RT inference as one run of kernels
             m.download_outputs(s)

@@ -108,6 +108,7 @@ class LoadedModel:
         self.client = client
         self._keep: list[Any] = []
         self.preloaded = False  # the device input buffers hold inputs set by preload()
+        self.graph: Any = None  # every kernel as one launch graph (RT with rt_graphs)
         self.inst = ModelInstance(device, pkg, variant=variant)
         try:
             self._setup(variant, cap_fallback_us, poll_target_us, profile_on_load, poll)
@@ -177,6 +178,11 @@ class LoadedModel:
             n = choose_poll_every(self.cost[i] / rounds, loop_trips_of(k, kern), target_us)
             inst.set_poll_every(i, n)
             self.poll_every[i] = n
+
+    def capture_graph(self, stream: Any) -> None:
+        """Capture every kernel into one launch graph (arguments by value: call after the
+        parameters are final)."""
+        self.graph = self.inst.capture(stream)
 
     def use_flag(self, flag: Any) -> None:
         """Point every kernel's preempt-flag argument at ``flag`` (the scheduler's one flag,
@@ -253,6 +259,9 @@ class LoadedModel:
         return out
 
     def close(self) -> None:
+        graph, self.graph = getattr(self, "graph", None), None
+        if graph is not None:
+            graph.close()
         inst, self.inst = getattr(self, "inst", None), None
         if inst is not None:
             inst.close()

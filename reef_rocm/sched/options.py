@@ -23,7 +23,9 @@ class SchedOptions:
     (``reef_rocm.dkp.build``) of the loaded models, for the ``+dkp`` policies (its
     ``dkp_profile-<arch>.json`` says which RT kernels may be padded). ``dkp_tolerance``: pad
     an RT kernel only where the profile's padded time is within this fraction of its plain
-    time (0.02: 2 %).
+    time (0.02: 2 %). ``rt_graphs``: capture each RT model's kernels
+    into one launch graph at load (devices with ``capabilities.graphs``; RT is never
+    preempted, so replaying it whole is safe) and launch an RT request with one call.
     """
 
     policy: str = "reset+poll"
@@ -36,6 +38,7 @@ class SchedOptions:
     device_timestamps: bool = True
     dkp_build: str | None = None
     dkp_tolerance: float = 0.02
+    rt_graphs: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.policy, str) or not self.policy:

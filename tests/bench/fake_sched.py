@@ -25,6 +25,7 @@ class SchedOptions:
     policy: str = "reset+poll"
     device_queue_cap_us: float | None = None
     trace: bool = False
+    rt_graphs: bool = False
 
 
 @dataclass
@@ -39,6 +40,7 @@ class Handle:
 class LoadSpec:
     handle: Handle
     arrivals_us: list[float] | None = None
+    preload: bool = False
 
 
 @dataclass

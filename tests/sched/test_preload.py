@@ -72,3 +72,12 @@ def test_preloaded_run_load_with_preemptions_is_exact(sim, packages, policy):
     # the two preloads are the only copies to the device in the whole run
     n_in = sum(len(s.input_specs) for s in (hr, hb))
     assert len(_to_device_copies(dev)) == n_in
+
+
+def test_rt_graphs_need_the_capability(sim, packages):
+    from reef_rocm.errors import UnsupportedError
+
+    with Scheduler(sim(), SchedOptions(policy="rt-only", rt_graphs=True)) as s:
+        with pytest.raises(UnsupportedError, match="capability graphs is off"):
+            s.load(packages["rt"], "rt", "cam")
+        assert not s.engine.models  # nothing half-loaded stays behind

@@ -74,3 +74,21 @@ def test_thread_mode_on_gpu(dev):
             assert outputs_match(f.result(timeout=60).outputs, rt.reference_outputs())
         for f in fb:
             assert outputs_match(f.result(timeout=60).outputs, be.reference_outputs())
+
+
+@pytest.mark.parametrize("rt_graphs", [False, True])
+def test_preloaded_and_graph_rt_on_gpu(dev, rt_graphs):
+    """Preloaded inputs (no transfer on the RT path) and RT as one launch graph: every
+    output still matches, and the BE work is preempted and restored exactly."""
+    if rt_graphs and not dev.capabilities.graphs:
+        pytest.skip("device cannot capture launch graphs")
+    rt, be = _pkg("tiny_cnn"), _pkg("resnet18")
+    opts = SchedOptions(policy="reset+poll", threaded=False, rt_graphs=rt_graphs)
+    with Scheduler(dev, opts) as s:
+        hr, hb = s.load(rt, "rt", "cam"), s.load(be, "be", "bg")
+        arrivals = [2000.0 + 3000.0 * i for i in range(60)]
+        run = s.run_load([LoadSpec(hr, arrivals, preload=True), LoadSpec(hb, preload=True)],
+                         duration_us=200_000, warmup_us=10_000)  # fmt: skip
+    assert run.of("rt") and run.of("be") and run.preemptions
+    assert all(r.correct is True for r in run.requests)
+    assert all(p.latency_us is not None for p in run.preemptions)

@@ -150,6 +150,11 @@ def add_disb_parser(sub: Any) -> None:
         help="DKP build of the workload's models (reef_rocm.dkp.build; its dkp_profile-<arch>"
         ".json from tools/dkp_profile.py) for the +dkp policies; without it they are skipped",
     )
+    p.add_argument(
+        "--rt-graphs",
+        action="store_true",
+        help="launch each RT inference as one launch graph (CUDA; SchedOptions.rt_graphs)",
+    )
     p.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
     p.add_argument("--no-progress-bar", action="store_true", help="plain progress lines")
     p.set_defaults(func=cmd_disb)  # fmt: skip
@@ -243,6 +248,7 @@ def cmd_disb(args: argparse.Namespace) -> int:
         be_alone_policy=args.be_alone_policy,
         inputs=args.inputs,
         dkp_build=args.dkp_build,
+        rt_graphs=args.rt_graphs,
         sim_arch=args.sim_arch,
         **_sim_model_options(args),
         plots=not args.no_plots,

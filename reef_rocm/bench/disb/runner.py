@@ -82,6 +82,7 @@ class DisbOptions:
     # DKP build of the workload's models for the +dkp policies (SchedOptions.dkp_build);
     # None: those policies are skipped
     dkp_build: str | None = None
+    rt_graphs: bool = False  # RT inferences as one launch graph each (SchedOptions.rt_graphs)
     sim_arch: str = "sm_90"  # the H200's architecture model (cuda's capabilities)
     sim_compute_units: int = SIM_COMPUTE_UNITS
     sim_max_rounds: int | None = SIM_MAX_ROUNDS
@@ -227,7 +228,8 @@ class DisbBench:
     ) -> tuple[dict[str, Any], float]:  # fmt: skip
         sched = self._sched
         dev = self._open_device() if self.simulated else self._device
-        opts: dict[str, Any] = {"policy": policy, "trace": False}
+        opts: dict[str, Any] = {"policy": policy, "trace": False,
+                                "rt_graphs": self.options.rt_graphs}  # fmt: skip
         if self.options.dkp_build:
             opts["dkp_build"] = self.options.dkp_build
         if cap_us is not None:

@@ -201,9 +201,12 @@ BUILTIN: dict[str, Workload] = {
 
 
 def resolve(spec: str) -> list[Workload]:
-    """``A``..``E`` (any case), ``all`` (A-E in order), or a path to a JSON workload file."""
+    """``A``..``E`` (any case), ``all`` (A-E in order), a comma list (``A,C``), or a path to
+    a JSON workload file."""
     if spec.lower() == "all":
         return [BUILTIN[k] for k in sorted(BUILTIN)]
+    if "," in spec and not Path(spec).exists():  # "A,C": several, in the order given
+        return [w for part in spec.split(",") if part.strip() for w in resolve(part.strip())]
     if spec.upper() in BUILTIN and not Path(spec).exists():
         return [BUILTIN[spec.upper()]]
     path = Path(spec)

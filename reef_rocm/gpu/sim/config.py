@@ -9,6 +9,7 @@ from typing import Any
 from reef_rocm.codeobj.model import KernelResources
 from reef_rocm.codeobj.occupancy import AmdArch, NvidiaArch, get_arch
 from reef_rocm.codeobj.occupancy import occupancy as codeobj_occupancy
+from reef_rocm.errors import UnsupportedError
 from reef_rocm.gpu.api import Capabilities
 from reef_rocm.gpu.sim.dispatch import DISPATCHERS
 
@@ -73,7 +74,8 @@ def occupancy(
 
 WRITE_VALUE_MODELS = ("packet", "blit")
 
-_CAPABILITY_NAMES = tuple(f.name for f in dataclasses.fields(Capabilities))
+# overridable per device; launch graphs are not modelled, so the sim never claims them
+_CAPABILITY_NAMES = tuple(f.name for f in dataclasses.fields(Capabilities) if f.name != "graphs")
 
 
 def default_capabilities(arch: ArchModel) -> Capabilities:
@@ -199,6 +201,8 @@ class SimConfig:
             # a Capabilities object or dict sets every flag it names unless given one by one
             capd = caps.as_dict() if isinstance(caps, Capabilities) else dict(caps)
             capd.pop("level", None)
+            if capd.pop("graphs", False):
+                raise UnsupportedError("sim backend: launch graphs are not modelled")
             bad = sorted(set(capd) - set(_CAPABILITY_NAMES))
             if bad:
                 raise TypeError(f"sim backend: unknown capabilities {bad}")
