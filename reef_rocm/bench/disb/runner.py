@@ -109,6 +109,13 @@ def _sched() -> Any:
     return sched, available_policies
 
 
+def _padding_policies() -> set[str]:
+    """Names of the registered policies that pad (they need --dkp-build)."""
+    from reef_rocm.sched.policy import all_policies
+
+    return {name for name, p in all_policies().items() if p.pads}
+
+
 class DisbBench:
     """One `reef bench disb` invocation: device, packages, runs, results document."""
 
@@ -187,8 +194,8 @@ class DisbBench:
                     )
             chosen = self._order(chosen)
         if not self.options.dkp_build:
-            pads = self._sched.policy.all_policies()
-            for p in [p for p in chosen if p in pads and pads[p].pads]:
+            pads = _padding_policies()
+            for p in [p for p in chosen if p in pads]:
                 chosen.remove(p)
                 skipped[p] = "needs a DKP build of the models (--dkp-build DIR)"
         for p in POLICY_ORDER:
@@ -256,7 +263,7 @@ class DisbBench:
                     duration_us=(w.warmup_s + w.duration_s) * 1e6,
                     warmup_us=w.warmup_s * 1e6,
                 )
-                pad = getattr(s.engine, "padder", None)
+                pad = getattr(getattr(s, "engine", None), "padder", None)
                 if pad is not None:  # why DKP did or did not help: what the padder did
                     padding = pad.stats.as_dict()
         finally:
