@@ -90,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         entry = {
             "rt_arrival_to_first_block_us": _pct([
                 None if r.start_us is None else r.start_us - r.arrival_us for r in rt]),
+            "rt_arrival_to_submitted_us": _pct([
+                None if r.submitted_us is None else r.submitted_us - r.arrival_us for r in rt]),
             "rt_arrival_to_launched_us": _pct([
                 None if r.launched_us is None else r.launched_us - r.arrival_us for r in rt]),
             "rt_latency_us": _pct([r.latency_us for r in rt]),

@@ -21,7 +21,10 @@ from typing import Any
 from reef_rocm.errors import GpuError
 from reef_rocm.sched._timerslack import set_timer_slack_ns
 
-SLEEP_MARGIN_US = 200.0  # wake this early before an arrival, then spin (sleeps overshoot)
+# wake this early before an arrival, then spin: a sleeping thread wakes late (timer, VM exit,
+# CPU idle state) and runs its first loop iterations cold; on the H200 host a 200 us margin
+# still left 24 us p50 from an RT arrival to its launch on an idle GPU
+SLEEP_MARGIN_US = 2000.0
 INBOX_POLL_S = 20e-6  # a serving thread re-polls the GPU this often while work is in flight
 
 

@@ -262,6 +262,7 @@ class Engine:
     def submit(self, task: Task) -> None:
         if self.closed:
             raise SchedulerClosed("the scheduler is closed")
+        task.record.submitted_us = self._now()
         m = task.model
         if m.priority == "rt":
             self.rt_fifo.append(task)

@@ -35,6 +35,7 @@ class RequestRecord:
     start_us: float | None = None
     done_us: float | None = None
     launched_us: float | None = None  # host time of the first launch
+    submitted_us: float | None = None  # host time the engine took the request in
     preemptions: int = 0
     correct: bool | None = None
     error: str | None = None
