@@ -20,7 +20,8 @@ index.json::
                 "candidates": [{"id": 0, "kind": "default", "key": "default",
                                 "kernels": [{"name": "t0_c0_kernel", "grid": [x, y, z],
                                              "block": [x, y, z], "shared_mem": 0,
-                                             "args": [{"param": 0} | {"scalar": 3, "dtype": "int32"}]}]},
+                                             "args": [{"param": 0} | {"scalar": 3,
+                                                                     "dtype": "int32"}]}]},
                                ...]}]}
 
 Candidate 0 of every task is the default (dlight) schedule: the measurement's reference
@@ -98,7 +99,9 @@ def validate_index(index: Any, where: str = INDEX_FILE) -> list[BundleTask]:
     if index.get("format") != FORMAT:
         raise PackageError(f"{where}: format {index.get('format')!r} is not {FORMAT!r}")
     if index.get("version") != VERSION:
-        raise PackageError(f"{where}: version {index.get('version')!r}, this reader knows {VERSION}")
+        raise PackageError(
+            f"{where}: version {index.get('version')!r}, this reader knows {VERSION}"
+        )
     _need(index, "target", str, where)
     _need(index, "backend", str, where)
     tasks = []
@@ -146,10 +149,17 @@ def validate_index(index: Any, where: str = INDEX_FILE) -> list[BundleTask]:
                         raise PackageError(f"{kw}.args[{ai}]: neither a parameter nor a scalar")
         if cands and cands[0]["kind"] != "default":
             raise PackageError(f"{tw}: candidate 0 must be the default schedule (the reference)")
-        tasks.append(BundleTask(
-            tid, _need(t, "name", str, tw), _need(t, "workload_hash", str, tw),
-            _need(t, "binary", str, tw), params, cands, t,
-        ))  # fmt: skip
+        tasks.append(
+            BundleTask(
+                tid,
+                _need(t, "name", str, tw),
+                _need(t, "workload_hash", str, tw),
+                _need(t, "binary", str, tw),
+                params,
+                cands,
+                t,
+            )
+        )
     return tasks
 
 
@@ -164,4 +174,8 @@ def load_bundle(path: str | Path) -> Bundle:
         index = json.loads(idx.read_text())
     except json.JSONDecodeError as e:
         raise PackageError(f"{idx}: corrupt JSON ({e})") from None
-    return Bundle(root, index, validate_index(index, str(idx)))
+    tasks = validate_index(index, str(idx))
+    for t in tasks:  # a missing file fails here, before any GPU work
+        if not (root / t.binary).is_file():
+            raise PackageError(f"{root}: task {t.id} binary {t.binary} is missing")
+    return Bundle(root, index, tasks)

@@ -17,8 +17,8 @@ import json
 import re
 import sys
 import time
-from dataclasses import dataclass, field
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +63,15 @@ def param_table(task: TuneTask) -> list[dict[str, Any]]:
         n = 1
         for s in shape:
             n *= s
-        out.append({"name": p.name, "dtype": dtype, "shape": shape,
-                    "nbytes": max(1, n * DTYPE_BYTES[dtype]), "output": i in task.output_params})
+        out.append(
+            {
+                "name": p.name,
+                "dtype": dtype,
+                "shape": shape,
+                "nbytes": max(1, n * DTYPE_BYTES[dtype]),
+                "output": i in task.output_params,
+            }
+        )
     return out
 
 
@@ -78,8 +85,15 @@ def _kernel_records(kernels: list[dict[str, Any]]) -> list[dict[str, Any]]:
         block = [int(launch.get(d, 1)) for d in _DIMS[1]]
         if block[0] * block[1] * block[2] > MAX_THREADS:
             raise UnsupportedError(f"{k['name']}: {block} is over {MAX_THREADS} threads")
-        out.append({"name": k["name"], "grid": grid, "block": block,
-                    "shared_mem": int(launch.get(_DYN, 0)), "args": k["args"]})  # fmt: skip
+        out.append(
+            {
+                "name": k["name"],
+                "grid": grid,
+                "block": block,
+                "shared_mem": int(launch.get(_DYN, 0)),
+                "args": k["args"],
+            }
+        )
     return out
 
 
@@ -113,8 +127,9 @@ def _lower(funcs: dict[str, Any], target: Any) -> Any:
     return lower_kernels(tvm.IRModule(funcs), target)
 
 
-def _compile(spec: TargetSpec, funcs: dict[str, Any], target: Any, stats: ExportStats
-             ) -> tuple[bytes, Any, dict[str, Any]]:  # fmt: skip
+def _compile(
+    spec: TargetSpec, funcs: dict[str, Any], target: Any, stats: ExportStats
+) -> tuple[bytes, Any, dict[str, Any]]:
     """One code object for ``funcs``; drops (and counts) the ones ptxas refuses."""
     from reef_rocm.compiler.codegen import codegen, compile_cuda
 
@@ -149,14 +164,26 @@ def _why(e: Exception) -> str:
 def _ptxas_reason(err: str, name: str) -> str:
     for line in err.splitlines():
         if name in line and "ptxas" in line:
-            return re.sub(r"\(0x[0-9a-f]+ bytes, 0x[0-9a-f]+ max\)", "", line.split(":", 1)[-1]).split("'")[-1].strip() or "error"
+            return (
+                re.sub(r"\(0x[0-9a-f]+ bytes, 0x[0-9a-f]+ max\)", "", line.split(":", 1)[-1])
+                .split("'")[-1]
+                .strip()
+                or "error"
+            )
     return "error"
 
 
 def export_task(
-    tid: int, task: TuneTask, spec: TargetSpec, out: Path, trials: int, seed: int,
-    skip: set[str], stats: ExportStats, deadline: float | None = None,
-) -> dict[str, Any] | None:  # fmt: skip
+    tid: int,
+    task: TuneTask,
+    spec: TargetSpec,
+    out: Path,
+    trials: int,
+    seed: int,
+    skip: set[str],
+    stats: ExportStats,
+    deadline: float | None = None,
+) -> dict[str, Any] | None:
     """Write task ``tid``'s binary and detail file; return its index entry."""
     import tvm
 
@@ -189,37 +216,64 @@ def export_task(
         by_name[name] = (cid, c)
         cid += 1
     binary, build, funcs = _compile(spec, funcs, target, stats)
-    (out / f"t{tid}.cubin.gz").write_bytes(gzip.compress(binary, 9, mtime=0))
+    binary_name = f"t{tid}{spec.binary_ext}.gz"
+    (out / binary_name).write_bytes(gzip.compress(binary, 9, mtime=0))
     entries, detail = [], []
     for name in funcs:
         cid, c = by_name[name]
-        entries.append({"id": cid, "kind": c.kind, "key": c.key,
-                        "kernels": _kernel_records(build.kernels_by_func[name])})  # fmt: skip
+        entries.append(
+            {
+                "id": cid,
+                "kind": c.kind,
+                "key": c.key,
+                "kernels": _kernel_records(build.kernels_by_func[name]),
+            }
+        )
         detail.append({"id": cid, "key": c.key, "trace": c.trace_json})
     params = param_table(task)
     (out / "tasks").mkdir(exist_ok=True)
-    (out / "tasks" / f"t{tid}.json").write_text(json.dumps({
-        "id": tid, "name": task.name, "workload_hash": task.workload_hash,
-        "workload_tvmscript": task.mod.script(),
-        "target": to_plain(ms_target(spec).export()),
-        "args_info": [["TENSOR", p["dtype"], p["shape"]] for p in params],
-        "candidates": detail,
-    }) + "\n")  # fmt: skip
+    (out / "tasks" / f"t{tid}.json").write_text(
+        json.dumps(
+            {
+                "id": tid,
+                "name": task.name,
+                "workload_hash": task.workload_hash,
+                "workload_tvmscript": task.mod.script(),
+                "target": to_plain(ms_target(spec).export()),
+                "args_info": [["TENSOR", p["dtype"], p["shape"]] for p in params],
+                "candidates": detail,
+            }
+        )
+        + "\n"
+    )
     stats.tasks += 1
     stats.candidates += len(entries)
     return {
-        "id": tid, "name": task.name, "workload_hash": task.workload_hash,
-        "weight_us": round(task.weight, 3), "profiled": task.profiled_us is not None,
-        "calls": task.calls, "models": task.models, "binary": f"t{tid}.cubin.gz",
-        "detail": f"tasks/t{tid}.json", "params": params, "candidates": entries,
-    }  # fmt: skip
+        "id": tid,
+        "name": task.name,
+        "workload_hash": task.workload_hash,
+        "weight_us": round(task.weight, 3),
+        "profiled": task.profiled_us is not None,
+        "calls": task.calls,
+        "models": task.models,
+        "binary": binary_name,
+        "detail": f"tasks/t{tid}.json",
+        "params": params,
+        "candidates": entries,
+    }
 
 
 def export_bundle(
-    tasks: list[TuneTask], spec: TargetSpec, out: str | Path, trials: int, seed: int = 0,
-    round_no: int = 1, skip: dict[str, set[str]] | None = None, minutes: float | None = None,
+    tasks: list[TuneTask],
+    spec: TargetSpec,
+    out: str | Path,
+    trials: int,
+    seed: int = 0,
+    round_no: int = 1,
+    skip: dict[str, set[str]] | None = None,
+    minutes: float | None = None,
     progress: bool = True,
-) -> ExportStats:  # fmt: skip
+) -> ExportStats:
     """Export ``tasks`` with up to ``trials`` new candidates each into bundle ``out``.
 
     ``skip[workload_hash]``: candidate keys already measured (the database's), not exported
@@ -231,32 +285,47 @@ def export_bundle(
     from reef_rocm.bench.meta import git_commit
     from reef_rocm.compiler.tune.progress import bar
 
-    if spec.kind != "cuda":
-        raise UnsupportedError(
-            f"{spec.name}: bundles hold cubins; tune AMD targets in place on the GPU's host"
-        )
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     deadline = t0 + minutes * 60 if minutes else None
     stats = ExportStats()
     index = {
-        "format": FORMAT, "version": VERSION, "target": spec.name, "backend": spec.backend,
-        "round": round_no, "seed": seed, "trials_per_task": trials,
+        "format": FORMAT,
+        "version": VERSION,
+        "target": spec.name,
+        "backend": spec.backend,
+        "round": round_no,
+        "seed": seed,
+        "trials_per_task": trials,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": git_commit(), "tvm": str(tvm.__version__),
-        "command": " ".join(["reef", *sys.argv[1:]]), "tasks": [],
-    }  # fmt: skip
+        "git_commit": git_commit(),
+        "tvm": str(tvm.__version__),
+        "command": " ".join(["reef", *sys.argv[1:]]),
+        "tasks": [],
+    }
     with bar(len(tasks), "export", progress) as pbar:
         for tid, task in enumerate(tasks):
             pbar.set_postfix_str(task.name[:32])
-            entry = export_task(tid, task, spec, root, trials, seed,
-                                (skip or {}).get(task.workload_hash, set()), stats, deadline)  # fmt: skip
+            entry = export_task(
+                tid,
+                task,
+                spec,
+                root,
+                trials,
+                seed,
+                (skip or {}).get(task.workload_hash, set()),
+                stats,
+                deadline,
+            )
             if entry is not None:
                 index["tasks"].append(entry)
             stats.seconds = time.monotonic() - t0
-            index["export"] = {"seconds": round(stats.seconds, 1), "candidates": stats.candidates,
-                               "dropped": stats.dropped}  # fmt: skip
+            index["export"] = {
+                "seconds": round(stats.seconds, 1),
+                "candidates": stats.candidates,
+                "dropped": stats.dropped,
+            }
             (root / INDEX_FILE).write_text(json.dumps(index, indent=1) + "\n")
             pbar.update(1)
     return stats

@@ -99,13 +99,18 @@ class DesignSpace:
         self._ms = ms
         # mutators stay empty: random replay needs none, and MutateThreadBinding crashes
         gen = ms.space_generator.PostOrderApply(
-            sch_rules=ms.ScheduleRule.create(spec.kind), postprocs=ms.Postproc.create(spec.kind),
+            sch_rules=ms.ScheduleRule.create(spec.kind),
+            postprocs=ms.Postproc.create(spec.kind),
             mutator_probs={},
-        )  # fmt: skip
+        )
         self.ctx = ms.TuneContext(
-            mod=mod, target=self.target, space_generator=gen, task_name="reef", num_threads=1,
+            mod=mod,
+            target=self.target,
+            space_generator=gen,
+            task_name="reef",
+            num_threads=1,
             rand_state=seed,
-        )  # fmt: skip
+        )
         self.spaces = list(self.ctx.generate_design_space())
         # VerifyGPUCode rejects every sample in this build (also the design space's own
         # decisions), so it is left out; the export checks block size and shared memory from

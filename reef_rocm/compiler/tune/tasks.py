@@ -20,8 +20,16 @@ from reef_rocm.errors import ModelError
 PROFILE_DIR = Path(__file__).resolve().parents[3] / "docs" / "results" / "profiles" / "h200"
 DLIGHT_PASS = "ApplyDefaultSchedule"
 # only kernels with a reduction are worth a search; elementwise/pool kernels stay on dlight
-TUNABLE_PREFIXES = ("fused_conv2d", "conv2d", "fused_NT_matmul", "NT_matmul", "fused_matmul",
-                    "matmul", "fused_dense", "dense")  # fmt: skip
+TUNABLE_PREFIXES = (
+    "fused_conv2d",
+    "conv2d",
+    "fused_NT_matmul",
+    "NT_matmul",
+    "fused_matmul",
+    "matmul",
+    "fused_dense",
+    "dense",
+)
 
 
 @dataclass
@@ -48,7 +56,6 @@ class TuneTask:
 def unscheduled_module(mod: Any, target: Any) -> Any:
     """The model after the compiler's Relax passes up to (not including) dlight."""
     import tvm
-    import tvm_ffi
 
     from reef_rocm.compiler.graph import relax_passes
 
@@ -60,7 +67,6 @@ def unscheduled_module(mod: Any, target: Any) -> Any:
 def _calls(lowered: Any) -> list[tuple[str, int]]:
     """(PrimFunc name, number of outputs) per call_tir of the entry function, in order."""
     import tvm
-    import tvm_ffi
     from tvm import relax
 
     call_tir = tvm.ir.Op.get("relax.call_tir")
@@ -104,9 +110,11 @@ def _flops(func: Any) -> float:
 
 
 def extract_tasks(
-    models: list[str], target_name: str, all_kernels: bool = False,
+    models: list[str],
+    target_name: str,
+    all_kernels: bool = False,
     profile_dir: Path = PROFILE_DIR,
-) -> list[TuneTask]:  # fmt: skip
+) -> list[TuneTask]:
     """Distinct tasks of ``models`` for ``target_name``, heaviest first.
 
     ``all_kernels`` keeps elementwise and pooling kernels too (default: only the
@@ -139,9 +147,12 @@ def extract_tasks(
             if t is None:
                 n_params = len(f.params)
                 t = tasks[key] = TuneTask(
-                    key, func, mod, flops=_flops(f),
+                    key,
+                    func,
+                    mod,
+                    flops=_flops(f),
                     output_params=list(range(n_params - outputs[func], n_params)),
-                )  # fmt: skip
+                )
             t.calls += n
             t.models[src.name] = t.models.get(src.name, 0) + n
             if func in profile:
@@ -149,8 +160,9 @@ def extract_tasks(
     return sorted(tasks.values(), key=lambda t: -t.weight)
 
 
-def select_tasks(tasks: list[TuneTask], coverage: float = 1.0, max_tasks: int | None = None
-                 ) -> list[TuneTask]:  # fmt: skip
+def select_tasks(
+    tasks: list[TuneTask], coverage: float = 1.0, max_tasks: int | None = None
+) -> list[TuneTask]:
     """The heaviest tasks that together carry ``coverage`` of the total weight."""
     total = sum(t.weight for t in tasks) or 1.0
     out, acc = [], 0.0
