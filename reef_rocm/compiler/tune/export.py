@@ -190,7 +190,7 @@ def export_task(
     target = tvm.target.Target(spec.tvm_target_dict())
     draws: Iterator[Candidate] = iter(())
     if trials > 0 and (deadline is None or time.monotonic() < deadline):
-        draws = DesignSpace(task.mod, spec, seed=seed + tid).draw(skip, attempts=20 * trials + 20)
+        draws = DesignSpace(task.mod, spec, seed=seed + tid).draw(skip, attempts=400 * trials + 100)
     # dlight on its own module, after the design space: it may rewrite its input in place
     default = default_schedule(tvm.IRModule({"main": task.mod["main"]}), target)
     funcs: dict[str, Any] = {}

@@ -88,10 +88,55 @@ def default_schedule(mod: Any, target: Any) -> Any:
         return dlight(mod)
 
 
+# MetaSchedule's design space samples thread extents uniformly: most draws launch a handful
+# of threads (2 threads for a 1 GFLOP conv: seconds a launch) and are pointless to build or
+# time on a GPU with 132 SMs. A draw is kept when its blocks have at least a warp and the
+# grid has at least a warp per SM (H200: 132 SMs). MetaSchedule's own evolutionary search
+# leaves such draws to its cost model; random replay has none.
+MIN_BLOCK_THREADS = 32
+MIN_TOTAL_THREADS = 132 * 32
+
+
+def launch_extents(func: Any) -> dict[str, int]:
+    """Thread tag -> extent of the first loop bound to it (the compute nest's binding; later
+    loops with the same tag are cooperative fetches over the same threads)."""
+    import tvm
+    import tvm_ffi
+
+    ext: dict[str, int] = {}
+
+    def visit(loop: Any) -> None:
+        tb = loop.thread_binding
+        if tb is not None:
+            try:
+                ext.setdefault(str(tb.thread_tag), int(loop.extent))
+            except (TypeError, ValueError):
+                pass
+
+    tvm_ffi.structural_walk(func.body, (tvm.tirx.For, visit), order="pre")
+    return ext
+
+
+def plausible_launch(func: Any) -> bool:
+    """Enough threads for the GPU, or for the output (the last parameter) if it is small."""
+    n_out = 1
+    for d in func.params[-1].shape:
+        n_out *= int(d)
+    ext = launch_extents(func)
+    block = ext.get("threadIdx.x", 1) * ext.get("threadIdx.y", 1) * ext.get("threadIdx.z", 1)
+    grid = ext.get("blockIdx.x", 1) * ext.get("blockIdx.y", 1) * ext.get("blockIdx.z", 1)
+    return (
+        min(MIN_BLOCK_THREADS, n_out) <= block <= 1024
+        and block * grid >= min(MIN_TOTAL_THREADS, max(1, n_out // 8))
+    )
+
+
 class DesignSpace:
     """MetaSchedule's design space of one task, and random samples from it."""
 
-    def __init__(self, mod: Any, spec: TargetSpec, seed: int = 0) -> None:
+    def __init__(
+        self, mod: Any, spec: TargetSpec, seed: int = 0, filter_launch: bool = True
+    ) -> None:
         import tvm.s_tir.meta_schedule as ms
 
         self.mod = mod
@@ -119,6 +164,7 @@ class DesignSpace:
             p for p in self.ctx.space_generator.postprocs if "VerifyGPUCode" not in type(p).__name__
         ]
         self.seed = seed
+        self.filter_launch = filter_launch
 
     def draw(self, skip: set[str] = frozenset(), attempts: int = 1000) -> Iterator[Candidate]:
         """Distinct random candidates whose keys are not in ``skip``, up to ``attempts``
@@ -137,6 +183,8 @@ class DesignSpace:
                 if not all(p.apply(sch) for p in self.postprocs):
                     continue
             except Exception:  # a draw that violates a schedule primitive's checks
+                continue
+            if self.filter_launch and not plausible_launch(sch.mod["main"]):
                 continue
             tj = trace_to_json(sch.trace)
             key = trace_key(tj)
