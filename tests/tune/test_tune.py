@@ -116,6 +116,13 @@ def test_in_place_round_trip(tiny_bundle, tmp_path):
     assert rows[0]["valid"] and rows[0]["us_median"] == pytest.approx(50.0)
     assert rows[fast]["valid"] and rows[fast]["us_median"] == pytest.approx(20.0)
     assert not rows[wrong]["valid"] and "differs" in rows[wrong]["error"]
+    # a candidate 10x slower than the default in its checked run is not timed further
+    slow = ms_ids[1]
+    doc2 = measure_bundle(
+        b, _fake(b, us={_kernel(t, 0): 5.0, _kernel(t, slow): 80.0}), progress=False
+    )
+    row = next(r for r in doc2["results"] if r["candidate"] == slow)
+    assert not row["valid"] and "too slow" in row["error"]
 
     db = TuneDatabase(tmp_path / "db")
     added = db.import_timings(doc, path)

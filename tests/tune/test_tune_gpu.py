@@ -49,7 +49,7 @@ def test_default_schedule_matches_numpy(dev, dense):
     run = _TaskRun(dev, stream, b, task, seed=0)
     try:
         assert run.load_error is None, run.load_error
-        (out,) = run.outputs(run.bind(task.candidates[0]))
+        (out,), _ = run.outputs(run.bind(task.candidates[0]))
         host = []
         for i, p in enumerate(task.params[:3]):
             a = np.empty(tuple(p["shape"]), dtype=p["dtype"])

@@ -170,6 +170,9 @@ def _measure(words: list[str]) -> int:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tasks", default=None, help="comma list of task ids (default all)")
+    p.add_argument(
+        "--minutes", type=float, default=None, help="time budget: stop and write what was measured"
+    )
     p.add_argument("--quiet", action="store_true")
     a = p.parse_args(words)
     from reef_rocm.compiler.tune.bundle import load_bundle
@@ -178,7 +181,9 @@ def _measure(words: list[str]) -> int:
 
     bundle = load_bundle(a.bundle)  # a bad bundle fails before the GPU is opened
     tasks = tuple(int(t) for t in a.tasks.split(",")) if a.tasks else None
-    opts = MeasureOptions(warmup=a.warmup, repeats=a.repeats, seed=a.seed, tasks=tasks)
+    opts = MeasureOptions(
+        warmup=a.warmup, repeats=a.repeats, seed=a.seed, tasks=tasks, minutes=a.minutes
+    )
     with open_device(a.backend) as dev:
         doc = measure_bundle(bundle, dev, opts, not a.quiet)
         _write_timings(Path(a.out), doc, dev)

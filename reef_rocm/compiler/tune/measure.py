@@ -39,6 +39,9 @@ class MeasureOptions:
     seed: int = 0
     rtol: float = RTOL
     tasks: tuple[int, ...] | None = None  # only these task ids (None: all)
+    # a candidate whose checked run takes this many times the default's is not timed further
+    slow_factor: float = 10.0
+    minutes: float | None = None  # stop (and write what was measured) after this long
 
 
 def _random_input(rng: np.random.Generator, p: dict[str, Any]) -> np.ndarray:
@@ -94,14 +97,23 @@ class _TaskRun:
             launches.append(fn.bind(cfg, args))
         return launches
 
-    def outputs(self, launches: list[Any]) -> list[np.ndarray]:
+    def outputs(self, launches: list[Any]) -> tuple[list[np.ndarray], float]:
+        """The outputs of one run (outputs NaN-filled first) and that run's time in us."""
         for i in self.task.outputs:
             n = self.task.params[i]["nbytes"]
             if n % 4 == 0:
                 self.dev.memset32(self.buffers[i], NAN32, n // 4, self.stream)
-        for b in launches:
-            b.launch(self.stream)
-        self.stream.synchronize()
+        start, end = self.dev.create_event(), self.dev.create_event()
+        try:
+            start.record(self.stream)
+            for b in launches:
+                b.launch(self.stream)
+            end.record(self.stream)
+            self.stream.synchronize()
+            us = 1000.0 * start.elapsed_ms(end)
+        finally:
+            start.close()
+            end.close()
         outs = []
         for i in self.task.outputs:
             p = self.task.params[i]
@@ -109,7 +121,7 @@ class _TaskRun:
             self.dev.copy_to_host(host, self.buffers[i], self.stream)
             outs.append(host)
         self.stream.synchronize()
-        return outs
+        return outs, us
 
     def time_us(self, launches: list[Any], opts: MeasureOptions) -> list[float]:
         for _ in range(opts.warmup):
@@ -155,12 +167,13 @@ def measure_bundle(
     results: list[dict[str, Any]] = []
     stopped: str | None = None
     t0 = time.monotonic()
+    deadline = t0 + 60 * opts.minutes if opts.minutes else None
     stream = dev.create_stream()
     try:
         with bar(sum(len(t.candidates) for t in tasks), "measure", progress) as pbar:
             for task in tasks:
                 pbar.set_postfix_str(task.name[:32])
-                stopped = _measure_task(dev, stream, b, task, opts, results, pbar)
+                stopped = _measure_task(dev, stream, b, task, opts, results, pbar, deadline)
                 if stopped:
                     break
     finally:
@@ -196,9 +209,11 @@ def _measure_task(
     opts: MeasureOptions,
     results: list[dict[str, Any]],
     pbar: Any,
+    deadline: float | None = None,
 ) -> str | None:
     run = _TaskRun(dev, stream, b, task, opts.seed)
     ref: list[np.ndarray] | None = None
+    ref_us: float | None = None
     try:
         for cand in task.candidates:
             row: dict[str, Any] = {
@@ -217,14 +232,14 @@ def _measure_task(
                 continue
             try:
                 launches = run.bind(cand)
-                outs = run.outputs(launches)
+                outs, first_us = run.outputs(launches)
             except GpuError as e:
                 row["error"] = f"load/launch failed: {e}"
                 if _sticky(e):
                     return f"context lost at task {task.id} candidate {cand['id']}: {e}"
                 continue
             if cand["kind"] == "default":
-                ref = outs
+                ref, ref_us = outs, first_us
             if ref is None:
                 row["error"] = "no reference (the default schedule failed)"
                 continue
@@ -237,6 +252,17 @@ def _measure_task(
             if not ok:
                 row["error"] = f"output differs from the default schedule (max rel err {worst:.3g})"
                 continue
+            row["first_us"] = first_us
+            if (
+                ref_us is not None
+                and cand["kind"] != "default"
+                and (first_us > opts.slow_factor * max(ref_us, 1.0))
+            ):
+                row["error"] = f"too slow to time: {first_us:.0f} us, default {ref_us:.0f} us"
+                continue
+            if deadline is not None and time.monotonic() > deadline:
+                row["error"] = "not timed: the measurement's time budget ran out"
+                return f"time budget of {opts.minutes} min ran out at task {task.id}"
             try:
                 us = run.time_us(launches, opts)
             except GpuError as e:

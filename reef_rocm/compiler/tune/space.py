@@ -125,9 +125,8 @@ def plausible_launch(func: Any) -> bool:
     ext = launch_extents(func)
     block = ext.get("threadIdx.x", 1) * ext.get("threadIdx.y", 1) * ext.get("threadIdx.z", 1)
     grid = ext.get("blockIdx.x", 1) * ext.get("blockIdx.y", 1) * ext.get("blockIdx.z", 1)
-    return (
-        min(MIN_BLOCK_THREADS, n_out) <= block <= 1024
-        and block * grid >= min(MIN_TOTAL_THREADS, max(1, n_out // 8))
+    return min(MIN_BLOCK_THREADS, n_out) <= block <= 1024 and block * grid >= min(
+        MIN_TOTAL_THREADS, max(1, n_out // 8)
     )
 
 
