@@ -242,3 +242,19 @@ def test_cli_errors(tmp_path):
     assert main(["tune", "measure", str(tmp_path / "nope"), "--out", str(tmp_path / "x")]) == 1
     assert main(["tune", "import", str(tmp_path / "nope.json"), "--db", str(tmp_path)]) == 1
     assert main(["tune", "no_such_model", "--export-only"]) == 1
+
+
+def test_cli_import_and_show(tiny_bundle, tmp_path, capsys):
+    from reef_rocm.cli import main
+
+    b = load_bundle(tiny_bundle[0])
+    p = tmp_path / "timings.json"
+    p.write_text(json.dumps(measure_bundle(b, _fake(b), progress=False)))
+    db = tmp_path / "db"
+    assert main(["tune", "import", str(p), "--bundle", str(tiny_bundle[0]), "--db", str(db)]) == 0
+    assert (db / "database_tuning_record.json").is_file()
+    capsys.readouterr()
+    assert main(["tune", "show", "--db", str(db), "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["name"] == "fused_NT_matmul_add" and row["default_us"] == pytest.approx(40.0)
+    assert row["valid"] == row["measured"] == len(b.tasks[0].candidates) - 1
