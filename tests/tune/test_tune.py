@@ -149,6 +149,21 @@ def test_in_place_round_trip(tiny_bundle, tmp_path):
     )
     assert tvm_ffi.structural_equal(sch.mod, ref.mod)
 
+    # the tuned PrimFunc still takes the preemption transform and builds
+    import tvm
+
+    from reef_rocm.compiler import transform
+    from reef_rocm.compiler.codegen import codegen, compile_cuda
+    from reef_rocm.compiler.kernels import PREEMPT_FLAG, lower_kernels
+
+    transform.register_lowerings()
+    pre = transform.preemptible_pass(16)(tvm.IRModule({"tuned": sch.mod["main"]}))
+    assert PREEMPT_FLAG in [p.name for p in pre["tuned"].params]
+    target = tvm.target.Target(spec.tvm_target_dict())
+    build = lower_kernels(pre, target)
+    co = codegen(build.device_mod, build.target, spec.arch, nvcc=False)
+    assert compile_cuda(co.source, spec.arch)
+
     # resume: a second export draws no candidate the database has measured
     out2 = tmp_path / "round2"
     export_bundle([task], spec, out2, trials=3, seed=1, skip=db.skip_map(), progress=False)
