@@ -179,11 +179,13 @@ class DesignSpace:
             sch = Schedule(self.mod, seed=self.seed * 1_000_003 + i + 1)
             try:
                 bare.apply_to_schedule(sch, remove_postproc=True)
+                # the compute nest's thread binding is in the trace: check it before the
+                # (slower) postprocessors
+                if self.filter_launch and not plausible_launch(sch.mod["main"]):
+                    continue
                 if not all(p.apply(sch) for p in self.postprocs):
                     continue
             except Exception:  # a draw that violates a schedule primitive's checks
-                continue
-            if self.filter_launch and not plausible_launch(sch.mod["main"]):
                 continue
             tj = trace_to_json(sch.trace)
             key = trace_key(tj)
