@@ -166,9 +166,25 @@ def test_in_place_round_trip(tiny_bundle, tmp_path):
 
     # resume: a second export draws no candidate the database has measured
     out2 = tmp_path / "round2"
-    export_bundle([task], spec, out2, trials=3, seed=1, skip=db.skip_map(), progress=False)
-    keys2 = {c["key"] for c in load_bundle(out2).tasks[0].candidates if c["kind"] == "ms"}
+    parents = db.parents_map()
+    assert parents[task.workload_hash][0] == next(
+        c["trace"] for c in detail["candidates"] if c["id"] == fast
+    )
+    export_bundle([task], spec, out2, trials=3, seed=1, skip=db.skip_map(), parents=parents,
+                  progress=False)  # fmt: skip
+    b2 = load_bundle(out2)
+    assert b2.index["strategy"] == "evolve"
+    keys2 = {c["key"] for c in b2.tasks[0].candidates if c["kind"] == "ms"}
     assert keys2 and not keys2 & db.measured_keys(task.workload_hash)
+    # children keep most of a parent's decisions: some round-2 trace shares all but <= 2
+    parent_decisions = [dict(map(tuple, [(i, json.dumps(d)) for i, d in p[1]]))
+                        for p in parents[task.workload_hash]]  # fmt: skip
+    detail2 = json.loads((out2 / "tasks" / "t0.json").read_text())
+    kids = [dict((i, json.dumps(d)) for i, d in c["trace"][1])
+            for c in detail2["candidates"] if c["trace"]]  # fmt: skip
+    assert any(
+        sum(k.get(i) != d for i, d in p.items()) <= 2 for k in kids for p in parent_decisions
+    )
 
 
 def test_measure_marks_missing_kernels(tiny_bundle):

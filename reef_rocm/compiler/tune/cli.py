@@ -69,6 +69,14 @@ def _tune_parser(export_only: bool = False) -> argparse.ArgumentParser:
     )
     p.add_argument("--max-tasks", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--strategy",
+        choices=("auto", "random", "evolve"),
+        default="auto",
+        help="auto: mutate the database's best schedules where it has some, "
+        "else random draws from the design space",
+    )
+    p.add_argument("--parents", type=int, default=8, help="evolve: best records per task")
     p.add_argument("--round", type=int, default=None, help="round number (default: next)")
     p.add_argument("--bundle", default=None, help="bundle directory to write")
     p.add_argument(
@@ -127,6 +135,7 @@ def _run(a: argparse.Namespace) -> int:
         seed=a.seed + 1000 * rnd,
         round_no=rnd,
         skip=db.skip_map(),
+        parents=None if a.strategy == "random" else db.parents_map(a.parents),
         minutes=a.minutes,
         progress=not a.quiet,
     )

@@ -101,6 +101,16 @@ class TuneDatabase:
         r = min(recs, key=lambda r: _mean(r[1]))
         return _mean(r[1]), r[0]
 
+    def top_traces(self, workload_hash: str, k: int = 8) -> list[Any]:
+        """Trace JSON of the ``k`` fastest records of this workload, fastest first (the
+        parents of the next round's evolutionary step)."""
+        i = self.workload_index(workload_hash)
+        recs = sorted((r[1] for r in self.records if r[0] == i), key=lambda r: _mean(r[1]))
+        return [r[0] for r in recs[:k]]
+
+    def parents_map(self, k: int = 8) -> dict[str, list[Any]]:
+        return {w[0]: self.top_traces(w[0], k) for w in self.workloads}
+
     def summary(self) -> list[dict[str, Any]]:
         out = []
         for h, m in self.measured.items():

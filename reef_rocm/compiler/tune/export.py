@@ -173,6 +173,26 @@ def _ptxas_reason(err: str, name: str) -> str:
     return "error"
 
 
+def _interleave(a: Iterator[Any], b: Iterator[Any], ratio: int) -> Iterator[Any]:
+    """``ratio`` items of ``a`` then one of ``b``, repeated; the rest of either when the
+    other runs out. Keys are shared by both (one ``skip`` set each), so duplicates across
+    the two are dropped here."""
+    seen: set[str] = set()
+    live = [a, b]
+    n = 0
+    while live:
+        src = live[0] if (len(live) == 1 or n % (ratio + 1) < ratio) else live[1]
+        n += 1
+        try:
+            c = next(src)
+        except StopIteration:
+            live.remove(src)
+            continue
+        if c.key not in seen:
+            seen.add(c.key)
+            yield c
+
+
 def export_task(
     tid: int,
     task: TuneTask,
@@ -183,6 +203,7 @@ def export_task(
     skip: set[str],
     stats: ExportStats,
     deadline: float | None = None,
+    parents: list[Any] | None = None,
 ) -> dict[str, Any] | None:
     """Write task ``tid``'s binary and detail file; return its index entry."""
     import tvm
@@ -190,7 +211,11 @@ def export_task(
     target = tvm.target.Target(spec.tvm_target_dict())
     draws: Iterator[Candidate] = iter(())
     if trials > 0 and (deadline is None or time.monotonic() < deadline):
-        draws = DesignSpace(task.mod, spec, seed=seed + tid).draw(skip, attempts=400 * trials + 100)
+        space = DesignSpace(task.mod, spec, seed=seed + tid)
+        draws = space.draw(skip, attempts=400 * trials + 100)
+        if parents:  # evolutionary step: 3 children of measured schedules per random draw
+            kids = space.mutate(parents, skip, attempts=100 * trials + 100, seed=seed + tid)
+            draws = _interleave(kids, draws, 3)
     # dlight on its own module, after the design space: it may rewrite its input in place
     default = default_schedule(tvm.IRModule({"main": task.mod["main"]}), target)
     funcs: dict[str, Any] = {}
@@ -273,11 +298,14 @@ def export_bundle(
     skip: dict[str, set[str]] | None = None,
     minutes: float | None = None,
     progress: bool = True,
+    parents: dict[str, list[Any]] | None = None,
 ) -> ExportStats:
     """Export ``tasks`` with up to ``trials`` new candidates each into bundle ``out``.
 
     ``skip[workload_hash]``: candidate keys already measured (the database's), not exported
-    again. ``minutes``: after this much time the remaining tasks get only their default.
+    again. ``parents[workload_hash]``: measured traces, fastest first; with them a task's
+    candidates are mostly their mutations (space.DesignSpace.mutate), one in four random.
+    ``minutes``: after this much time the remaining tasks get only their default.
     The index is rewritten after every task, so an interrupted export is a valid bundle.
     """
     import tvm
@@ -296,6 +324,7 @@ def export_bundle(
         "target": spec.name,
         "backend": spec.backend,
         "round": round_no,
+        "strategy": "evolve" if parents else "random",
         "seed": seed,
         "trials_per_task": trials,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -317,6 +346,7 @@ def export_bundle(
                 (skip or {}).get(task.workload_hash, set()),
                 stats,
                 deadline,
+                (parents or {}).get(task.workload_hash),
             )
             if entry is not None:
                 index["tasks"].append(entry)

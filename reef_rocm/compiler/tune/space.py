@@ -183,9 +183,65 @@ class DesignSpace:
                 # (slower) postprocessors
                 if self.filter_launch and not plausible_launch(sch.mod["main"]):
                     continue
+                sch.enter_postproc()  # as MetaSchedule does: replays can drop what follows
                 if not all(p.apply(sch) for p in self.postprocs):
                     continue
             except Exception:  # a draw that violates a schedule primitive's checks
+                continue
+            tj = trace_to_json(sch.trace)
+            key = trace_key(tj)
+            if key in seen:
+                continue
+            seen.add(key)
+            yield Candidate("ms", sch.mod, tj, key)
+
+    def mutate(
+        self, parents: list[Any], skip: set[str] = frozenset(), attempts: int = 1000, seed: int = 0
+    ) -> Iterator[Candidate]:
+        """Children of measured traces (plain JSON, fastest first): each child redraws one
+        or two of its parent's sampled decisions (tile sizes, unroll depth, thread counts)
+        and keeps the rest - the evolutionary step without MetaSchedule's mutators
+        (MutateThreadBinding crashes here) or its cost model (no xgboost). The fastest
+        parent is used twice as often as the others.
+
+        A parent's decisions are put back on the design-space trace it was drawn from: a
+        replay keeps the design space's instructions 1:1 and postprocessors sample nothing,
+        so decision ``[index, value]`` of the parent's trace JSON belongs to instruction
+        ``index`` of that design space (the one whose instruction kinds match)."""
+        import random
+
+        from tvm.s_tir.schedule import Schedule, Trace
+
+        rng = random.Random(seed)
+        bases = []  # (design-space trace, {instruction index: decision})
+        for tj in parents:
+            insts, decisions = tj[0], tj[1]
+            for space in self.spaces:
+                sinsts = list(space.trace.insts)
+                if all(
+                    i < len(sinsts) and sinsts[i].kind.name == insts[i][0] for i, _ in decisions
+                ):
+                    bases.append((space.trace, {int(i): d for i, d in decisions}))
+                    break
+        if not bases:
+            return
+        order = [bases[0], *bases]
+        seen = set(skip)
+        for n in range(attempts):
+            trace, decisions = order[n % len(order)]
+            idx = sorted(decisions)
+            drop = set(rng.sample(idx, min(len(idx), rng.choice((1, 1, 2)))))
+            insts = list(trace.insts)
+            kept = {insts[i]: d for i, d in decisions.items() if i not in drop}
+            sch = Schedule(self.mod, seed=seed * 1_000_003 + n + 1)
+            try:
+                Trace(trace.insts, kept).apply_to_schedule(sch, remove_postproc=True)
+                if self.filter_launch and not plausible_launch(sch.mod["main"]):
+                    continue
+                sch.enter_postproc()
+                if not all(p.apply(sch) for p in self.postprocs):
+                    continue
+            except Exception:  # the kept decisions no longer fit the redrawn ones
                 continue
             tj = trace_to_json(sch.trace)
             key = trace_key(tj)
