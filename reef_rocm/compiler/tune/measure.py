@@ -72,10 +72,13 @@ class _TaskRun:
         self.dev, self.stream, self.task = dev, stream, task
         self.buffers = [dev.alloc(p["nbytes"]) for p in task.params]
         rng = np.random.default_rng([seed, task.id])
+        keep = []  # host arrays stay alive until the stream has copied them
         for i, p in enumerate(task.params):
             if not p["output"]:
-                dev.copy_to_device(self.buffers[i], _random_input(rng, p), stream)
+                keep.append(_random_input(rng, p))
+                dev.copy_to_device(self.buffers[i], keep[-1], stream)
         stream.synchronize()
+        del keep
         self.module = None
         self.load_error: str | None = None
         try:
@@ -173,7 +176,14 @@ def measure_bundle(
         with bar(sum(len(t.candidates) for t in tasks), "measure", progress) as pbar:
             for task in tasks:
                 pbar.set_postfix_str(task.name[:32])
-                stopped = _measure_task(dev, stream, b, task, opts, results, pbar, deadline)
+                try:
+                    stopped = _measure_task(dev, stream, b, task, opts, results, pbar, deadline)
+                except GpuError as e:  # the task's buffers or inputs: its candidates untimed
+                    done = {r["candidate"] for r in results if r["task"] == task.id}
+                    for c in task.candidates:
+                        if c["id"] not in done:
+                            results.append(_row(task, c, error=f"task setup failed: {e}"))
+                    stopped = f"context lost at task {task.id}: {e}" if _sticky(e) else None
                 if stopped:
                     break
     finally:
@@ -201,6 +211,21 @@ def measure_bundle(
     }
 
 
+def _row(task: BundleTask, cand: dict[str, Any], error: str | None = None) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "task": task.id,
+        "workload_hash": task.workload_hash,
+        "name": task.name,
+        "candidate": cand["id"],
+        "key": cand["key"],
+        "kind": cand["kind"],
+        "valid": False,
+    }
+    if error:
+        row["error"] = error
+    return row
+
+
 def _measure_task(
     dev: Any,
     stream: Any,
@@ -216,15 +241,7 @@ def _measure_task(
     ref_us: float | None = None
     try:
         for cand in task.candidates:
-            row: dict[str, Any] = {
-                "task": task.id,
-                "workload_hash": task.workload_hash,
-                "name": task.name,
-                "candidate": cand["id"],
-                "key": cand["key"],
-                "kind": cand["kind"],
-                "valid": False,
-            }
+            row = _row(task, cand)
             results.append(row)
             pbar.update(1)
             if run.load_error:
