@@ -289,3 +289,50 @@ def test_cli_import_and_show(tiny_bundle, tmp_path, capsys):
     (row,) = json.loads(capsys.readouterr().out)
     assert row["name"] == "fused_NT_matmul_add" and row["default_us"] == pytest.approx(40.0)
     assert row["valid"] == row["measured"] == len(b.tasks[0].candidates) - 1
+
+
+@pytest.mark.slow
+def test_apply_database_to_a_model():
+    """A record for one of tiny_cnn's kernels replaces dlight's schedule of that kernel in
+    the compiler's Relax pipeline (apply.py); the other kernels keep dlight."""
+    import tvm
+    import tvm.s_tir.meta_schedule as ms
+    import tvm_ffi
+
+    from reef_rocm.compiler.frontends import load_model
+    from reef_rocm.compiler.targets import parse_target
+    from reef_rocm.compiler.tune.apply import apply_database
+    from reef_rocm.compiler.tune.space import DesignSpace, ms_target
+    from reef_rocm.compiler.tune.tasks import extract_tasks
+
+    spec = parse_target("cuda:sm_90")
+    tasks = extract_tasks(["tiny_cnn"], spec.name)
+    task = min(tasks, key=lambda t: len(t.mod.script()))
+    (cand,) = list(DesignSpace(task.mod, spec, seed=3).draw(attempts=2000))[:1]
+    db = ms.database.MemoryDatabase()
+    wl = db.commit_workload(task.mod)
+    args = [ms.arg_info.TensorInfo(str(p.dtype), [int(s) for s in p.shape])
+            for p in task.mod["main"].params]  # fmt: skip
+    db.commit_tuning_record(
+        ms.database.TuningRecord(_trace(cand, task), wl, [1e-6], ms_target(spec), args)  # fmt: skip
+    )
+    target = tvm.target.Target(spec.tvm_target_dict())
+    lowered = apply_database(load_model("tiny_cnn").mod, target, db)
+    # the same loops and blocks as the record (ApplyDatabase adds its own attributes)
+    assert tvm_ffi.structural_equal(lowered[task.name].body, cand.mod["main"].body)
+    from reef_rocm.compiler.tune.space import default_schedule
+
+    dlight = default_schedule(tvm.IRModule({"main": task.mod["main"]}), target)
+    assert not tvm_ffi.structural_equal(dlight["main"].body, cand.mod["main"].body)
+    others = [t.name for t in tasks if t.name != task.name]
+    assert others
+    for name in others:  # scheduled by dlight, as without a database
+        assert "tirx.is_scheduled" in lowered[name].attrs
+
+
+def _trace(cand, task):
+    from tvm.s_tir.schedule import Schedule, Trace
+
+    sch = Schedule(task.mod)
+    Trace.apply_json_to_schedule(cand.trace_json, sch)
+    return sch.trace
