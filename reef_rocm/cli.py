@@ -15,6 +15,7 @@ from reef_rocm.errors import ReefError
 SUBCOMMAND_MODULES = (
     "reef_rocm.doctor",  # reef doctor
     "reef_rocm.compiler.cli",  # reef compile
+    "reef_rocm.compiler.tune.cli",  # reef tune
     "reef_rocm.runtime.cli",  # reef profile, reef bench
     "reef_rocm.codeobj.cli",  # reef inspect
     "reef_rocm.server.cli",  # reef serve
