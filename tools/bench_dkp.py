@@ -47,6 +47,7 @@ from reef_rocm.dkp.build import (  # noqa: E402
     load_build,
 )  # fmt: skip
 from reef_rocm.dkp.launch import DkpRuntime  # noqa: E402
+from reef_rocm.dkp.profile import timed_us  # noqa: E402
 from reef_rocm.dkp.select import BeCandidate, Selector, package_profiles  # noqa: E402
 from reef_rocm.errors import GpuError, PackageError, UnsupportedError  # noqa: E402
 from reef_rocm.gpu import LaunchConfig, open_device  # noqa: E402
@@ -57,23 +58,6 @@ from reef_rocm.runtime.executor import ModelInstance  # noqa: E402
 DEFAULT_PAIRS = "vgg19:resnet152,resnet152:resnet152"  # DISB A: RT VGG-19, BE ResNet-152
 
 
-def _timed(dev, s, fn, repeats: int) -> float:
-    """Median us of ``fn(s)`` between two events."""
-    a, b = dev.create_event(), dev.create_event()
-    try:
-        fn(s)
-        s.synchronize()
-        out = []
-        for _ in range(repeats):
-            a.record(s)
-            fn(s)
-            b.record(s)
-            b.synchronize()
-            out.append(a.elapsed_ms(b) * 1e3)
-        return float(np.median(out))
-    finally:
-        a.close()
-        b.close()
 
 
 def selection_time(sel: Selector, rt_prof, be_prof, rounds: int = 200) -> dict[str, Any]:
@@ -121,7 +105,7 @@ def _kernel_overhead(dev, rt, inst, p, i, sel, s, repeats, top, table_all) -> di
     proxy = pair[0] if pair else top
     args = rt.args_buffer(inst, i, s)
     n = p.blocks
-    plain = _timed(dev, s, lambda st, i=i: inst.launch(i, st), repeats)
+    plain = timed_us(dev, s, lambda st, i=i: inst.launch(i, st), repeats)
     if body.smem_bytes > dev.info.max_shared_memory_per_block:
         raise UnsupportedError(f"{p.name}: {body.smem_bytes} B of shared memory")
     mod = rt.modules[proxy.budget]
@@ -129,12 +113,12 @@ def _kernel_overhead(dev, rt, inst, p, i, sel, s, repeats, top, table_all) -> di
         LaunchConfig((n, 1, 1), (body.threads, 1, 1), body.smem_bytes),
         [np.int32(b.body_index(inst.package.name, i)), DevicePtr(args.ptr), np.int32(0)],
     )
-    indirect = _timed(dev, s, ind.launch, repeats)
+    indirect = timed_us(dev, s, ind.launch, repeats)
     res = {}
     for name, px in (("dispatch", proxy), ("dispatch_max_budget", top)):
         pad = rt.bind(inst, i, None, 0, None, px, s)
         pad.set_table(table_all)
-        res[name] = _timed(dev, s, pad.launch, repeats)
+        res[name] = timed_us(dev, s, pad.launch, repeats)
     return {"kernel": p.name, "blocks": n, "threads": p.threads, "proxy": proxy.budget,
             "plain_us": plain, "indirect_us": indirect,
             **{f"{k}_us": v for k, v in res.items()}}  # fmt: skip

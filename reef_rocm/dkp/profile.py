@@ -79,7 +79,7 @@ def load_dkp_profile(build_dir: str | Path, arch: str) -> DkpProfile | None:
                       dict(doc.get("sources", {})), doc["models"])  # fmt: skip
 
 
-def _timed(device: Any, stream: Any, fn: Any, repeats: int) -> float:
+def timed_us(device: Any, stream: Any, fn: Any, repeats: int) -> float:
     """Median us of ``fn(stream)`` between two events (after one untimed call)."""
     a, b = device.create_event(), device.create_event()
     try:
@@ -108,7 +108,7 @@ def measure_model(
 
     build = runtime.build
     name = inst.package.name
-    plain = [_timed(device, stream, lambda s, i=i: inst.launch(i, s), repeats)
+    plain = [timed_us(device, stream, lambda s, i=i: inst.launch(i, s), repeats)
              for i in range(inst.num_kernels)]  # fmt: skip
     doc = {"kernels": [{"name": k.name, "us_median": us}
                        for k, us in zip(inst.kernels, plain, strict=True)]}  # fmt: skip
@@ -122,7 +122,7 @@ def measure_model(
             try:
                 pad = runtime.bind(inst, i, None, 0, None, p, stream)
                 pad.set_table(table)
-                padded[str(p.budget)] = _timed(device, stream, pad.launch, repeats)
+                padded[str(p.budget)] = timed_us(device, stream, pad.launch, repeats)
             except UnsupportedError:
                 padded[str(p.budget)] = None  # e.g. shared memory over the device's limit
             except GpuError as e:
