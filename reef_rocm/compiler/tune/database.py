@@ -187,6 +187,31 @@ class TuneDatabase:
         self.save()
         return added
 
+    def prune(self, keep: int = 8) -> int:
+        """Keep only the ``keep`` fastest records of each workload (the next round's parents;
+        ``reef_measured.json`` still lists every measured candidate, so nothing is measured
+        twice); returns how many records were dropped. The shipped database is pruned so
+        the repository stays small."""
+        if keep < 1:
+            raise PackageError(f"prune: keep must be >= 1, not {keep}")
+        kept: list[list[Any]] = []
+        for i in range(len(self.workloads)):
+            recs = sorted((r for r in self.records if r[0] == i), key=lambda r: _mean(r[1][1]))
+            kept.extend(recs[:keep])
+        dropped = len(self.records) - len(kept)
+        self.records = kept
+        return dropped
+
+    def digest(self) -> str:
+        """sha256 of the database files (what a package records it was built with)."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for name in (WORKLOAD_FILE, RECORD_FILE, MEASURED_FILE):
+            p = self.path / name
+            h.update(name.encode() + b"\0" + (p.read_bytes() if p.is_file() else b""))
+        return h.hexdigest()
+
     def save(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
         _write_atomic(
