@@ -132,3 +132,22 @@ def test_bad_tuning_database_is_a_clear_error(tmp_path):
         plan_manifest("tiny_cnn", TARGET, "plain", tuning_db=bad)
     with pytest.raises(PackageError, match="contradict"):
         resolve_tuning(TARGET, bad, True)
+
+
+@pytest.mark.slow
+def test_shipped_records_build_in_every_variant():
+    """What reef compile applies from the shipped database survives the preemptible and DKP
+    transforms and codegen (compat.drop_unbuildable removed the records that did not)."""
+    from reef_rocm.compiler.targets import parse_target
+    from reef_rocm.compiler.tune.compat import scheduled_func, variant_failures
+
+    spec = parse_target(TARGET)
+    db = resolve_tuning(TARGET, None, False).db
+    applied = 0
+    for h, payload in db.workloads:
+        best = db.best(h)
+        if best is None or best[0] * 1e6 >= db.default_us(h):
+            continue
+        applied += 1
+        assert variant_failures(scheduled_func(payload["tvmscript"], best[1]), spec) == {}, h
+    assert applied == 6

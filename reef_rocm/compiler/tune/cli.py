@@ -158,8 +158,20 @@ def _run(a: argparse.Namespace) -> int:
         _write_timings(bundle / "timings.json", doc, dev)
     added = db.import_timings(doc, bundle)
     print(f"database {db_dir}: {added}")
+    _check_buildable(db, spec)
     _print_summary(db)
     return 0
+
+
+def _check_buildable(db: Any, spec: Any, keep: int | None = None) -> None:
+    """Drop records a package variant cannot be built from (compat.py), then prune."""
+    from reef_rocm.compiler.tune.compat import drop_unbuildable
+
+    for line in drop_unbuildable(db, spec):
+        print(line)
+    if keep is not None:
+        print(f"pruned {db.prune(keep)} records (kept the {keep} fastest per workload)")
+    db.save()
 
 
 def _write_timings(path: Path, doc: dict[str, Any], dev: Any) -> None:
@@ -211,7 +223,11 @@ def _import(words: list[str]) -> int:
     p.add_argument("timings")
     p.add_argument("--bundle", default=None, help="bundle directory (default: the one it names)")
     p.add_argument("--db", default=None)
+    p.add_argument(
+        "--keep", type=int, default=None, help="keep only the K fastest records per workload"
+    )
     a = p.parse_args(words)
+    from reef_rocm.compiler.targets import parse_target
     from reef_rocm.compiler.tune.database import TuneDatabase, _load_timings
 
     doc = _load_timings(a.timings)
@@ -220,6 +236,7 @@ def _import(words: list[str]) -> int:
     db = TuneDatabase(db_dir)
     added = db.import_timings(doc, a.bundle)
     print(f"database {db_dir}: {added}")
+    _check_buildable(db, parse_target(target), a.keep)
     _print_summary(db)
     return 0
 
