@@ -5,7 +5,9 @@ DKP; build.VARIANT_RECIPES) and TVM's CUDA/ROCm codegen. Some MetaSchedule sched
 not: VGG-19's fused_conv2d1 and conv2d3 records cache their input in shared memory with a
 copy loop the preemptible transform splits into poll chunks of ``reef_poll_every`` trips,
 and the shared buffer's compacted size then depends on that launch argument ("Can only
-handle constant size stack allocation"). ``drop_unbuildable`` removes such records from a
+handle constant size stack allocation"); and a record at exactly 48 KB of shared memory is
+over CUDA's static limit once the preemptible transform adds its 4-byte stop flag.
+``drop_unbuildable`` removes such records from a
 database, fastest first, until the fastest left builds in every variant, and marks them in
 ``reef_measured.json`` so they are not measured again. ``reef compile`` then never meets one.
 """
@@ -34,6 +36,7 @@ def variant_failures(func: Any, spec: TargetSpec, poll: int | None = 16) -> dict
     from reef_rocm.compiler.build import VARIANT_RECIPES, _transform_module, available_variants
     from reef_rocm.compiler.codegen import codegen
     from reef_rocm.compiler.kernels import lower_kernels
+    from reef_rocm.compiler.tune.export import MAX_STATIC_SHARED, static_shared_bytes
 
     target = tvm.target.Target(spec.tvm_target_dict())
     t = _transform_module()
@@ -48,6 +51,9 @@ def variant_failures(func: Any, spec: TargetSpec, poll: int | None = 16) -> dict
             mods[name] = base if recipe.make_pass is None else recipe.make_pass(t, poll)(base)
             b = lower_kernels(mods[name], target)
             codegen(b.device_mod, b.target, spec.arch, nvcc=False)
+            shared = max(static_shared_bytes(f) for f in b.device_mod.functions.values())
+            if spec.kind == "cuda" and shared > MAX_STATIC_SHARED:  # ptxas would refuse it
+                raise ValueError(f"{shared} bytes of static shared memory (max 48 KB)")
         except Exception as e:  # noqa: BLE001 - any failure makes the record unusable
             msg = str(e).strip().splitlines()[-1][:200] if str(e).strip() else type(e).__name__
             out[name] = msg
