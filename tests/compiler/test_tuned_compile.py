@@ -115,23 +115,24 @@ def test_shipped_database_loads_into_tvm():
     assert len(tvm_db.get_all_tuning_records()) == 6
 
 
-def test_bad_tuning_database_is_a_clear_error(tmp_path):
+def test_bad_tuning_database_is_a_clear_error(tmp_path, fake_db):
     with pytest.raises(PackageError, match="no such directory"):
         resolve_tuning(TARGET, tmp_path / "nope", False)
     (tmp_path / "empty").mkdir()
     with pytest.raises(PackageError, match="not a tuning database"):
         resolve_tuning(TARGET, tmp_path / "empty", False)
-    bad = tmp_path / "bad"
-    bad.mkdir()
-    (bad / WORKLOAD_FILE).write_text('["1", {"tvmscript": "x"}]\n')
-    (bad / RECORD_FILE).write_text("{not json\n")
+    rec = (fake_db / RECORD_FILE).read_text()
+    (fake_db / RECORD_FILE).write_text("{not json\n")
     with pytest.raises(PackageError, match="corrupt JSON"):
-        resolve_tuning(TARGET, bad, False)
-    (bad / RECORD_FILE).write_text(json.dumps([0, [[], [1e-6], {}, []]]) + "\n")
+        resolve_tuning(TARGET, fake_db, False)
+    (fake_db / RECORD_FILE).write_text(rec)
+    # a workload of the model whose TVMScript TVM cannot parse
+    (h, _), *_ = [json.loads(x) for x in (fake_db / WORKLOAD_FILE).read_text().splitlines()]
+    (fake_db / WORKLOAD_FILE).write_text(json.dumps([h, {"tvmscript": "not tvmscript"}]) + "\n")
     with pytest.raises(PackageError, match="unusable record"):
-        plan_manifest("tiny_cnn", TARGET, "plain", tuning_db=bad)
+        plan_manifest("tiny_cnn", TARGET, "plain", tuning_db=fake_db)
     with pytest.raises(PackageError, match="contradict"):
-        resolve_tuning(TARGET, bad, True)
+        resolve_tuning(TARGET, fake_db, True)
 
 
 @pytest.mark.slow

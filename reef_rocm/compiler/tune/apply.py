@@ -87,25 +87,46 @@ def apply_database(mod: Any, target: Any, tvm_db: Any) -> Any:
         return tvm.transform.Sequential(tuned_relax_passes(target))(mod)
 
 
+def workload_hash(func: Any) -> str:
+    """MetaSchedule's workload key of one PrimFunc (as tune/tasks.py computes it)."""
+    import tvm
+    import tvm_ffi
+
+    return str(
+        tvm_ffi.structural_hash(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}))
+    )
+
+
 def lower_tuned(mod: Any, target: Any, tuning: Tuning) -> tuple[Any, list[str]]:
     """``mod`` lowered with ``tuning``'s schedules, and the names of the PrimFuncs that got
-    one (a workload of the database: the others keep dlight)."""
+    one (a workload of the database: the others keep dlight). Only the database's
+    workloads that occur in ``mod`` are parsed into TVM."""
     import tvm
 
+    from reef_rocm.compiler.graph import relax_passes
+
+    with target:
+        passes = relax_passes(target)
+        i = next(i for i, p in enumerate(passes) if p.info.name == DLIGHT_PASS)
+        pre = tvm.transform.Sequential(passes[:i])(mod)
+    applied = tuning.db.applied()
+    hashes = {
+        gv.name_hint: workload_hash(f)
+        for gv, f in pre.functions.items()
+        if isinstance(f, tvm.tirx.PrimFunc)
+    }
+    tuned = sorted(n for n, h in hashes.items() if h in applied)
+    if not tuned:
+        with target:
+            return tvm.transform.Sequential(passes[i:])(pre), []
     try:
-        tvm_db = tuning.db.to_tvm()
+        tvm_db = tuning.db.to_tvm(workloads={hashes[n] for n in tuned})
     except Exception as e:  # a workload's TVMScript or a record TVM cannot parse
         msg = str(e).strip().splitlines()[-1][:200] if str(e).strip() else type(e).__name__
         raise PackageError(f"tuning database {tuning.db.path}: unusable record ({msg})") from None
     with target, tvm_db:
-        passes = tuned_relax_passes(target)  # the pass needs the target context
-        i = next(i for i, p in enumerate(passes) if p.info.name == "MetaScheduleApplyDatabase")
-        pre = tvm.transform.Sequential(passes[:i])(mod)
-        tuned = sorted(
-            gv.name_hint
-            for gv, f in pre.functions.items()
-            if isinstance(f, tvm.tirx.PrimFunc)
-            and tvm_db.has_workload(tvm.IRModule({"main": f.with_attr("global_symbol", "main")}))
-        )
-        lowered = tvm.transform.Sequential(passes[i:])(pre)
+        from tvm import relax
+
+        apply = relax.transform.MetaScheduleApplyDatabase()  # needs the target context
+        lowered = tvm.transform.Sequential([apply, *passes[i:]])(pre)
     return lowered, tuned

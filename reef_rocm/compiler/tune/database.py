@@ -221,20 +221,31 @@ class TuneDatabase:
         _write_atomic(self.path / MEASURED_FILE, json.dumps(self.measured, indent=1) + "\n")
 
     # ---------------------------------------------------------------- TVM
-    def to_tvm(self, only_faster: bool = True) -> Any:
+    def applied(self, only_faster: bool = True) -> set[str]:
+        """Workload hashes whose best record is applied (``only_faster``: it beats the
+        measured default schedule)."""
+        out = set()
+        for h, _ in self.workloads:
+            b = self.best(h)
+            default = self.default_us(h)
+            if b is None or (only_faster and default is not None and b[0] * 1e6 >= default):
+                continue
+            out.add(h)
+        return out
+
+    def to_tvm(self, only_faster: bool = True, workloads: set[str] | None = None) -> Any:
         """TVM's ``ms.database.MemoryDatabase`` holding the best record of each workload
-        (``only_faster``: only where it beats the measured default schedule)."""
+        (``only_faster``: only where it beats the measured default schedule; ``workloads``:
+        only these hashes, which saves parsing the others' TVMScript)."""
         import tvm
         import tvm.s_tir.meta_schedule as ms
 
         db = ms.database.MemoryDatabase()
+        use = self.applied(only_faster)
         for h, payload in self.workloads:
+            if h not in use or (workloads is not None and h not in workloads):
+                continue
             b = self.best(h)
-            if b is None:
-                continue
-            default = self.default_us(h)
-            if only_faster and default is not None and b[0] * 1e6 >= default:
-                continue
             mod = tvm.script.from_source(payload["tvmscript"])
             wl = db.commit_workload(mod)
             i = self.workload_index(h)
