@@ -238,13 +238,20 @@ def compile_model(
     force: bool = False,
     progress: bool = True,
     reference: bool = True,
+    tuning_db: str | Path | None = None,
+    untuned: bool = False,
 ) -> CompileResult:
     """Compile ``model`` (zoo name, .onnx, .pt2) for ``target`` into a package directory.
 
+    Kernels with a record in the tuning database (``tuning_db``, else the one shipped for
+    the target; ``untuned``: none) get its schedule, the others dlight's.
     Returns at once when a package with the same content hash already exists.
     """
+    from reef_rocm.compiler.tune.apply import resolve_tuning
+
     spec = parse_target(target)  # unsupported targets fail before any work
     names = resolve_variants(variants)
+    tuning = resolve_tuning(spec.name, tuning_db, untuned)  # a bad database fails early too
     from reef_rocm.compiler.frontends import load_model
 
     t_start = time.monotonic()
@@ -259,6 +266,7 @@ def compile_model(
                 # the transform's source matters only to the variants it makes
                 "transform": _transform_hash() if names != ["plain"] else "unused",
                 "rev": COMPILER_REVISION, "reference": reference, "reef": __version__,
+                "tuning": None if tuning is None else tuning.digest,
             },
             sort_keys=True,
         ).encode()
@@ -275,7 +283,7 @@ def compile_model(
     # variants not named by the caller may be skipped if their transform fails on this model
     optional = frozenset(names) if variants in (None, "auto") else frozenset()
     manifest, files = _compile(
-        src, spec, names, seed, poll_interval, reference, prog, optional=optional
+        src, spec, names, seed, poll_interval, reference, prog, optional=optional, tuning=tuning
     )
     manifest.model["package_hash"] = key
     # write to a temporary sibling, then swap: a crash never leaves a half package behind
@@ -305,21 +313,30 @@ def compile_model(
 def _compile(
     src: Any, spec: TargetSpec, names: list[str], seed: int, poll: int | None,
     reference: bool, prog: Progress, generate_code: bool = True,
-    optional: frozenset[str] = frozenset(),
+    optional: frozenset[str] = frozenset(), tuning: Any = None,
 ) -> tuple[Manifest, dict[str, Any]]:  # fmt: skip
     import tvm
 
     from reef_rocm.compiler.graph import build_plan
 
     target = tvm.target.Target(spec.tvm_target_dict())
+    what = "dlight schedules" if tuning is None else "tuned + dlight schedules"
     plan = prog.step(
-        "relax pipeline (legalize, fuse, dlight schedules)",
-        lambda: build_plan(src.mod, target, len(src.inputs), [p.name for p in src.params]),
+        f"relax pipeline (legalize, fuse, {what})",
+        lambda: build_plan(src.mod, target, len(src.inputs), [p.name for p in src.params], tuning),
     )
+    if tuning is not None:
+        prog.note(f"tuned kernels: {', '.join(plan.extra['tuned']) or 'none'}")
     with _VariantBuild(spec, plan, target, poll, prog, generate_code, optional) as vb:
         for name in names:
             vb.build(name)
         manifest = _finish(src, spec, seed, reference, prog, plan, vb.files, vb.variants)
+        # how the kernels were scheduled: which PrimFuncs came from which database
+        manifest.model["tuning"] = (
+            {"database": None, "tuned_kernels": []}
+            if tuning is None
+            else {**tuning.describe(), "tuned_kernels": plan.extra["tuned"]}
+        )
         if vb.skipped:
             manifest.model["skipped_variants"] = vb.skipped
         vb.wait_for_binaries()
@@ -506,15 +523,23 @@ def _manifest_buffers(
     return out, None
 
 
-def plan_manifest(model: str, target: str, variants: str | list[str] = "plain") -> Manifest:
+def plan_manifest(
+    model: str, target: str, variants: str | list[str] = "plain",
+    tuning_db: str | Path | None = None, untuned: bool = False,
+) -> Manifest:  # fmt: skip
     """The manifest a compile would write, without code generation, nvcc or the CPU
     reference (seconds instead of minutes): for checks on buffers and kernel order."""
     from reef_rocm.compiler.frontends import load_model
+    from reef_rocm.compiler.tune.apply import resolve_tuning
 
     spec = parse_target(target)
+    tuning = resolve_tuning(spec.name, tuning_db, untuned)
     src = load_model(model)
     prog = Progress(f"{src.name} {spec.name}", enabled=False)
-    m, _ = _compile(src, spec, resolve_variants(variants), DEFAULT_SEED, None, False, prog, False)
+    m, _ = _compile(
+        src, spec, resolve_variants(variants), DEFAULT_SEED, None, False, prog, False,
+        tuning=tuning,
+    )  # fmt: skip
     return m
 
 

@@ -52,6 +52,18 @@ def register(subparsers: Any) -> None:
         "of the kernels' reef_poll_every launch argument (the scheduler passes its own per "
         "kernel, so one binary serves every interval); 0 = no poll points (default 16)",
     )
+    p.add_argument(
+        "--tuning-db",
+        default=None,
+        metavar="DIR",
+        help="tuning database to apply (default: the one shipped for the target, "
+        "reef_rocm/compiler/tune/db/; AMD targets have none)",
+    )
+    p.add_argument(
+        "--untuned",
+        action="store_true",
+        help="apply no tuning database: dlight's default schedules for every kernel",
+    )
     p.add_argument("--force", action="store_true", help="rebuild even if cached")
     p.add_argument("--no-reference", action="store_true", help="skip the CPU reference")
     p.add_argument(
@@ -91,14 +103,16 @@ def cmd_compile(args: argparse.Namespace) -> int:
             m, spec.name, out_dir=args.out, variants=args.variants, seed=args.seed,
             poll_interval=args.poll_interval or None, force=args.force,
             progress=not args.quiet,
-            reference=not args.no_reference,
+            reference=not args.no_reference, tuning_db=args.tuning_db, untuned=args.untuned,
         )  # fmt: skip
         kernels = {v: len(x.kernels) for v, x in r.manifest.variants.items()}
         state = "cached" if r.cached else f"built in {r.seconds:.1f} s"
-        print(f"{r.manifest.model['name']}: {r.path} ({state}; kernels {kernels})")
+        tuned = len(r.manifest.model.get("tuning", {}).get("tuned_kernels", []))
+        print(f"{r.manifest.model['name']}: {r.path} ({state}; kernels {kernels}; tuned {tuned})")
         record[r.manifest.model["name"]] = {
             "seconds": round(r.seconds, 2), "cached": r.cached, "kernels": kernels,
             "steps_s": {k: round(v, 2) for k, v in r.steps.items()},
+            "tuning": r.manifest.model.get("tuning"),
         }  # fmt: skip
     if args.record:
         import tvm

@@ -97,13 +97,24 @@ def relax_passes(target: Any) -> list[Any]:
     )
 
 
-def build_plan(mod: Any, target: Any, num_inputs: int, param_names: list[str]) -> Plan:
-    """Lower ``mod`` (entry "main": inputs then params) and list its calls in order."""
+def build_plan(
+    mod: Any, target: Any, num_inputs: int, param_names: list[str], tuning: Any = None
+) -> Plan:
+    """Lower ``mod`` (entry "main": inputs then params) and list its calls in order.
+
+    ``tuning`` (tune.apply.Tuning): its schedules replace dlight's where it has a record;
+    ``plan.extra["tuned"]`` lists those PrimFuncs."""
     import tvm
     from tvm import relax
 
-    with target:
-        lowered = tvm.transform.Sequential(relax_passes(target))(mod)
+    tuned: list[str] = []
+    if tuning is not None:
+        from reef_rocm.compiler.tune.apply import lower_tuned
+
+        lowered, tuned = lower_tuned(mod, target, tuning)
+    else:
+        with target:
+            lowered = tvm.transform.Sequential(relax_passes(target))(mod)
     main = lowered["main"]
     call_tir = tvm.ir.Op.get("relax.call_tir")
     reshape_ops = {tvm.ir.Op.get("relax.reshape")}
@@ -188,4 +199,5 @@ def build_plan(mod: Any, target: Any, num_inputs: int, param_names: list[str]) -
             buffers[b].role = "output"
     kernels_mod = tvm.IRModule({lowered.get_global_var(n): f for n, f in used_funcs.items()})
     inputs = [i for i, b in enumerate(buffers) if b.role == "input"]
-    return Plan(buffers, calls, inputs, outputs, kernels_mod)
+    extra = {"tuned": [n for n in tuned if n in used_funcs]}
+    return Plan(buffers, calls, inputs, outputs, kernels_mod, extra)

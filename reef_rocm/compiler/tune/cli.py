@@ -77,6 +77,12 @@ def _tune_parser(export_only: bool = False) -> argparse.ArgumentParser:
         "else random draws from the design space",
     )
     p.add_argument("--parents", type=int, default=8, help="evolve: best records per task")
+    p.add_argument(
+        "--untuned-first",
+        action="store_true",
+        help="tasks without a record that beats their default first (then heaviest first), "
+        "so a --minutes budget goes to them before the tuned ones get children",
+    )
     p.add_argument("--round", type=int, default=None, help="round number (default: next)")
     p.add_argument("--bundle", default=None, help="bundle directory to write")
     p.add_argument(
@@ -125,6 +131,8 @@ def _run(a: argparse.Namespace) -> int:
     db_dir = Path(a.db) if a.db else default_db(spec.name)
     db = TuneDatabase(db_dir)
     tasks = select_tasks(extract_tasks(models, spec.name), a.coverage, a.max_tasks)
+    if a.untuned_first:
+        tasks.sort(key=lambda t: _is_tuned(db, t.workload_hash))  # stable: heaviest first
     rnd = a.round or 1 + len(list((db_dir / "bundles").glob("round*")))
     bundle = Path(a.bundle) if a.bundle else db_dir / "bundles" / f"round{rnd}"
     stats = export_bundle(
@@ -158,8 +166,25 @@ def _run(a: argparse.Namespace) -> int:
         _write_timings(bundle / "timings.json", doc, dev)
     added = db.import_timings(doc, bundle)
     print(f"database {db_dir}: {added}")
+    _check_buildable(db, spec)
     _print_summary(db)
     return 0
+
+
+def _check_buildable(db: Any, spec: Any, keep: int | None = None) -> None:
+    """Drop records a package variant cannot be built from (compat.py), then prune."""
+    from reef_rocm.compiler.tune.compat import drop_unbuildable
+
+    for line in drop_unbuildable(db, spec):
+        print(line)
+    if keep is not None:
+        print(f"pruned {db.prune(keep)} records (kept the {keep} fastest per workload)")
+    db.save()
+
+
+def _is_tuned(db: Any, workload_hash: str) -> bool:
+    best, default = db.best(workload_hash), db.default_us(workload_hash)
+    return best is not None and (default is None or best[0] * 1e6 < default)
 
 
 def _write_timings(path: Path, doc: dict[str, Any], dev: Any) -> None:
@@ -211,7 +236,11 @@ def _import(words: list[str]) -> int:
     p.add_argument("timings")
     p.add_argument("--bundle", default=None, help="bundle directory (default: the one it names)")
     p.add_argument("--db", default=None)
+    p.add_argument(
+        "--keep", type=int, default=None, help="keep only the K fastest records per workload"
+    )
     a = p.parse_args(words)
+    from reef_rocm.compiler.targets import parse_target
     from reef_rocm.compiler.tune.database import TuneDatabase, _load_timings
 
     doc = _load_timings(a.timings)
@@ -220,6 +249,7 @@ def _import(words: list[str]) -> int:
     db = TuneDatabase(db_dir)
     added = db.import_timings(doc, a.bundle)
     print(f"database {db_dir}: {added}")
+    _check_buildable(db, parse_target(target), a.keep)
     _print_summary(db)
     return 0
 

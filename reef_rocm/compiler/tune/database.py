@@ -187,6 +187,31 @@ class TuneDatabase:
         self.save()
         return added
 
+    def prune(self, keep: int = 8) -> int:
+        """Keep only the ``keep`` fastest records of each workload (the next round's parents;
+        ``reef_measured.json`` still lists every measured candidate, so nothing is measured
+        twice); returns how many records were dropped. The shipped database is pruned so
+        the repository stays small."""
+        if keep < 1:
+            raise PackageError(f"prune: keep must be >= 1, not {keep}")
+        kept: list[list[Any]] = []
+        for i in range(len(self.workloads)):
+            recs = sorted((r for r in self.records if r[0] == i), key=lambda r: _mean(r[1][1]))
+            kept.extend(recs[:keep])
+        dropped = len(self.records) - len(kept)
+        self.records = kept
+        return dropped
+
+    def digest(self) -> str:
+        """sha256 of the database files (what a package records it was built with)."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for name in (WORKLOAD_FILE, RECORD_FILE, MEASURED_FILE):
+            p = self.path / name
+            h.update(name.encode() + b"\0" + (p.read_bytes() if p.is_file() else b""))
+        return h.hexdigest()
+
     def save(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
         _write_atomic(
@@ -196,20 +221,31 @@ class TuneDatabase:
         _write_atomic(self.path / MEASURED_FILE, json.dumps(self.measured, indent=1) + "\n")
 
     # ---------------------------------------------------------------- TVM
-    def to_tvm(self, only_faster: bool = True) -> Any:
+    def applied(self, only_faster: bool = True) -> set[str]:
+        """Workload hashes whose best record is applied (``only_faster``: it beats the
+        measured default schedule)."""
+        out = set()
+        for h, _ in self.workloads:
+            b = self.best(h)
+            default = self.default_us(h)
+            if b is None or (only_faster and default is not None and b[0] * 1e6 >= default):
+                continue
+            out.add(h)
+        return out
+
+    def to_tvm(self, only_faster: bool = True, workloads: set[str] | None = None) -> Any:
         """TVM's ``ms.database.MemoryDatabase`` holding the best record of each workload
-        (``only_faster``: only where it beats the measured default schedule)."""
+        (``only_faster``: only where it beats the measured default schedule; ``workloads``:
+        only these hashes, which saves parsing the others' TVMScript)."""
         import tvm
         import tvm.s_tir.meta_schedule as ms
 
         db = ms.database.MemoryDatabase()
+        use = self.applied(only_faster)
         for h, payload in self.workloads:
+            if h not in use or (workloads is not None and h not in workloads):
+                continue
             b = self.best(h)
-            if b is None:
-                continue
-            default = self.default_us(h)
-            if only_faster and default is not None and b[0] * 1e6 >= default:
-                continue
             mod = tvm.script.from_source(payload["tvmscript"])
             wl = db.commit_workload(mod)
             i = self.workload_index(h)
