@@ -539,9 +539,9 @@ class Engine:
         The oldest unfinished run is not counted: it is (about to be) running, and the cap
         bounds what waits *behind* it. Counting it let one long kernel (ResNet-152 has
         500 us ones) fill the budget alone, so the next kernel was launched only after the
-        host saw it finish: a launch-latency gap per kernel, 19% of BE throughput on the
-        H200. Waiting work costs little to evict (its blocks leave at start); the running
-        run is what polls or the kill deal with."""
+        host saw it finish (a launch-latency gap; on the H200 DISB A's BE throughput moved
+        within noise). Waiting work costs little to evict (its blocks leave at start); the
+        running run is what polls or the kill deal with."""
         cap = q.cap
         queued = q.queued
         waiting = queued - (q.ring_cost[q.r_head] if q.r_len and q.cap_behind_head else 0.0)
