@@ -128,6 +128,12 @@ def test_in_place_round_trip(tiny_bundle, tmp_path):
     added = db.import_timings(doc, path)
     assert added["records"] == len(ms_ids) - 1 and added["workloads"] == 1
     assert TuneDatabase(tmp_path / "db").import_timings(doc, path)["records"] == 0  # idempotent
+    # a workload withheld (its records computed wrong outputs on a GPU) gets timings, no records
+    held = TuneDatabase(tmp_path / "held")
+    held.measured[task.workload_hash] = {"name": t.name, "candidates": {}, "withheld": "test"}
+    got = held.import_timings(doc, path)
+    assert got["records"] == 0 and got["measured"] == len(ms_ids)
+    assert held.best(task.workload_hash) is None
     db = TuneDatabase(tmp_path / "db")  # from disk
     assert db.default_us(task.workload_hash) == pytest.approx(50.0)
     secs, trace = db.best(task.workload_hash)

@@ -134,7 +134,9 @@ class TuneDatabase:
         """Record a ``reef tune measure`` result; ``bundle`` defaults to the one it names.
 
         Every row must name a task and candidate of the bundle with the same key, else
-        PackageError (nothing is written). Re-importing the same timings adds nothing."""
+        PackageError (nothing is written). Re-importing the same timings adds nothing; a
+        workload marked ``withheld`` in reef_measured.json (records that built but computed
+        wrong outputs on a GPU) gets its timings recorded but no records."""
         doc = _load_timings(timings)
         b = load_bundle(bundle if bundle is not None else doc.get("bundle_path", ""))
         details: dict[int, dict[str, Any]] = {}
@@ -174,8 +176,8 @@ class TuneDatabase:
                 "error": r.get("error"),
             }
             added["measured"] += 1
-            if not r["valid"]:
-                continue
+            if not r["valid"] or m.get("withheld"):
+                continue  # withheld: its records gave wrong outputs on a GPU; keep none
             wi = self.workload_index(h)
             if wi is None:
                 self.workloads.append([h, {"tvmscript": d["workload_tvmscript"]}])
