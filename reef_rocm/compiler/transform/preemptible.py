@@ -192,6 +192,7 @@ def _chunked_poll_loop(loop: tirx.For, ctx: _PollCtx) -> tirx.Stmt:
     ``reef_poll_every`` launch argument (N <= 0: one chunk, i.e. no poll)::
 
         if stop == 0:
+            barrier
             for chunk in range(ceildiv(extent, N)):
                 if stop == 0 and chunk != 0:
                     barrier; if tid == 0: stop = flag read; barrier
@@ -230,7 +231,12 @@ def _chunked_poll_loop(loop: tirx.For, ctx: _PollCtx) -> tirx.Stmt:
     )
     poll = ctx.when_running(_uniform_if(chunk != 0, _seq([_sync(), ctx.read_flag(), _sync()])))
     outer = tirx.For(chunk, 0, chunks, tirx.ForKind.SERIAL, _seq([poll, ctx.when_running(inner)]))
-    return ctx.when_running(outer)
+    # ThreadSync takes a loop of 0 or 1 trips for one that runs, so it counts the poll's
+    # barriers as run before every chunk, also chunk 0, and leaves out a barrier the body
+    # needs after shared stores ahead of the loop (seen: MetaSchedule conv schedules that
+    # fill a shared tile, then reduce over it in a polled loop, raced on the H200). This
+    # barrier makes that assumption true for chunk 0.
+    return ctx.when_running(_seq([_sync(), outer]))
 
 
 @dataclass

@@ -6,7 +6,9 @@ not: VGG-19's fused_conv2d1 and conv2d3 records cache their input in shared memo
 copy loop the preemptible transform splits into poll chunks of ``reef_poll_every`` trips,
 and the shared buffer's compacted size then depends on that launch argument ("Can only
 handle constant size stack allocation"); and a record at exactly 48 KB of shared memory is
-over CUDA's static limit once the preemptible transform adds its 4-byte stop flag.
+over CUDA's static limit once the preemptible transform adds its 4-byte stop flag. A
+variant whose kernel has an unsynchronised shared-memory access the plain kernel has not
+(``transform/barriers.py``) fails too.
 ``drop_unbuildable`` removes such records from a
 database, fastest first, until the fastest left builds in every variant, and marks them in
 ``reef_measured.json`` so they are not measured again. ``reef compile`` then never meets one.
@@ -36,6 +38,7 @@ def variant_failures(func: Any, spec: TargetSpec, poll: int | None = 16) -> dict
     from reef_rocm.compiler.build import VARIANT_RECIPES, _transform_module, available_variants
     from reef_rocm.compiler.codegen import codegen
     from reef_rocm.compiler.kernels import lower_kernels
+    from reef_rocm.compiler.transform.barriers import added_hazards
     from reef_rocm.compiler.tune.export import MAX_STATIC_SHARED, static_shared_bytes
 
     target = tvm.target.Target(spec.tvm_target_dict())
@@ -44,6 +47,7 @@ def variant_failures(func: Any, spec: TargetSpec, poll: int | None = 16) -> dict
         t.register_lowerings()
     mods: dict[str, Any] = {}
     out: dict[str, str] = {}
+    plain_dev = None
     for name in available_variants():
         recipe = VARIANT_RECIPES[name]
         try:
@@ -54,6 +58,13 @@ def variant_failures(func: Any, spec: TargetSpec, poll: int | None = 16) -> dict
             shared = max(static_shared_bytes(f) for f in b.device_mod.functions.values())
             if spec.kind == "cuda" and shared > MAX_STATIC_SHARED:  # ptxas would refuse it
                 raise ValueError(f"{shared} bytes of static shared memory (max 48 KB)")
+            if recipe.make_pass is None:
+                plain_dev = b.device_mod
+            elif plain_dev is not None:
+                # a transform must not race where the plain kernel does not (barriers.py)
+                added = added_hazards(plain_dev, b.device_mod, poll or 0)
+                if added:
+                    raise ValueError(f"unsynchronised shared access added: {sorted(added.items())}")
         except Exception as e:  # noqa: BLE001 - any failure makes the record unusable
             msg = str(e).strip().splitlines()[-1][:200] if str(e).strip() else type(e).__name__
             out[name] = msg

@@ -130,6 +130,12 @@ def plausible_launch(func: Any) -> bool:
     )
 
 
+def _schedule_seed(seed: int, i: int) -> int:
+    """The i-th draw's seed, in the range TVM's Schedule takes ([1, 2**31 - 1]); the same
+    value as before the fold for the seeds rounds 1 and 2 used."""
+    return (seed * 1_000_003 + i) % 2_147_483_646 + 1
+
+
 class DesignSpace:
     """MetaSchedule's design space of one task, and random samples from it."""
 
@@ -176,7 +182,7 @@ class DesignSpace:
                 return
             space = self.spaces[i % len(self.spaces)]
             bare = Trace(space.trace.insts, {})  # no decisions: the replay samples new ones
-            sch = Schedule(self.mod, seed=self.seed * 1_000_003 + i + 1)
+            sch = Schedule(self.mod, seed=_schedule_seed(self.seed, i))
             try:
                 bare.apply_to_schedule(sch, remove_postproc=True)
                 # the compute nest's thread binding is in the trace: check it before the
@@ -233,7 +239,7 @@ class DesignSpace:
             drop = set(rng.sample(idx, min(len(idx), rng.choice((1, 1, 2)))))
             insts = list(trace.insts)
             kept = {insts[i]: d for i, d in decisions.items() if i not in drop}
-            sch = Schedule(self.mod, seed=seed * 1_000_003 + n + 1)
+            sch = Schedule(self.mod, seed=_schedule_seed(seed, n))
             try:
                 Trace(trace.insts, kept).apply_to_schedule(sch, remove_postproc=True)
                 if self.filter_launch and not plausible_launch(sch.mod["main"]):
