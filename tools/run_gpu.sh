@@ -12,6 +12,8 @@
 #   disb    every DISB workload under every policy (reef bench disb all)
 #   breakdown  preemption latency split into host and device parts (tools/preempt_breakdown.py)
 #   torch   the zoo in PyTorch, eager and CUDA graph (tools/bench_torch_zoo.py)
+#   tune    time every tuning bundle in TUNE_BUNDLES (default .carry/tune/round*) with
+#           `reef tune measure` (docs/tuning.md, batch mode); TUNE_MINUTES caps each
 # PACKAGES (default .carry/packages) names the model packages the stages use.
 # Prepare on the dev machine: tools/prepare_gpu_carry.sh; then on the GPU host:
 #   bash tools/run_gpu.sh doctor tests launch
@@ -80,6 +82,13 @@ for stage in "${@:-doctor tests launch}"; do
 		$PY tools/preempt_breakdown.py --backend cuda --packages "$PACKAGES" --rt vgg19 \
 			--be resnet152 --interval-ms 10 \
 			--out "$OUT/preempt_breakdown_${CARD_TAG}_vgg19.json" || status=1 ;;
+	tune)
+		for b in ${TUNE_BUNDLES:-.carry/tune/round*}; do
+			[ -f "$b/index.json" ] || continue
+			$PY -m reef_rocm.cli tune measure "$b" --minutes "${TUNE_MINUTES:-8}" \
+				--out "$OUT/tune_$(basename "$b")_$CARD_TAG.json" 2>&1 | tail -n 5
+			[ "${PIPESTATUS[0]}" = 0 ] || status=1
+		done ;;
 	torch)
 		# the zoo's graphs in PyTorch (eager, CUDA graph): issue 15's comparison column
 		$PY tools/bench_torch_zoo.py --out "$OUT/torch_zoo_$CARD_TAG.json" || status=1 ;;

@@ -145,3 +145,42 @@ def test_compat_refuses_a_racing_variant(monkeypatch):
     )
     bad = variant_failures(func, parse_target("cuda:sm_90"))
     assert "unsynchronised shared access" in bad["preemptible"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "model",
+    ["tiny_cnn", "resnet18", "vgg19", "resnet152", "densenet201", "inception_v3", "distilbert"],
+)
+def test_no_variant_adds_a_race_zoo(model):
+    """Every kernel of every zoo model, scheduled as `reef compile` schedules it (shipped
+    database + dlight): the preemptible, DKP and DKP-BE variants have no unsynchronised
+    shared access the plain kernel has not, and the plain kernels have none at all."""
+    import tvm
+
+    from reef_rocm.compiler import transform
+    from reef_rocm.compiler.build import VARIANT_RECIPES
+    from reef_rocm.compiler.frontends import load_model
+    from reef_rocm.compiler.graph import build_plan
+    from reef_rocm.compiler.kernels import lower_kernels
+    from reef_rocm.compiler.targets import parse_target
+    from reef_rocm.compiler.tune.apply import resolve_tuning
+
+    spec = parse_target("cuda:sm_90")
+    target = tvm.target.Target(spec.tvm_target_dict())
+    src = load_model(model)
+    tuning = resolve_tuning(spec.name, None, False)
+    plan = build_plan(src.mod, target, len(src.inputs), [p.name for p in src.params], tuning)
+    transform.register_lowerings()
+    mods = {"plain": plan.kernels_mod}
+    for name, recipe in VARIANT_RECIPES.items():
+        if recipe.make_pass is not None:
+            base = mods["plain"] if recipe.after is None else mods[recipe.after]
+            mods[name] = recipe.make_pass(transform, 16)(base)
+    devs = {name: lower_kernels(m, target).device_mod for name, m in mods.items()}
+    racy = [str(gv.name_hint) for gv, f in devs["plain"].functions.items()
+            if barriers.shared_hazards(f)]  # fmt: skip
+    assert racy == []
+    for name in mods:
+        if name != "plain":
+            assert barriers.added_hazards(devs["plain"], devs[name]) == {}, name
