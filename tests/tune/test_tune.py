@@ -281,6 +281,22 @@ def test_cli_errors(tmp_path):
     assert main(["tune", "no_such_model", "--export-only"]) == 1
 
 
+def test_tasks_filter(tmp_path, capsys):
+    """--tasks keeps only the named kernels; a name that is not a tunable kernel of the
+    model is an error naming it and listing the ones there are (nothing is written)."""
+    from reef_rocm.cli import main
+
+    bundle = tmp_path / "b"
+    argv = ["tune", "tiny_cnn", "--export-only", "--bundle", str(bundle), "--db", str(tmp_path)]
+    assert main([*argv, "--tasks", "fused_conv2d_nope"]) == 1
+    err = capsys.readouterr().err
+    assert "fused_conv2d_nope" in err and "fused_conv2d" in err.split("(")[-1]
+    assert not bundle.exists()
+    assert main([*argv, "--trials", "0", "--tasks", "fused_NT_matmul_add2"]) == 0
+    index = json.loads((bundle / "index.json").read_text())
+    assert [t["name"] for t in index["tasks"]] == ["fused_NT_matmul_add2"]
+
+
 def test_cli_import_and_show(tiny_bundle, tmp_path, capsys):
     from reef_rocm.cli import main
 

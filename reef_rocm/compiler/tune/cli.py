@@ -68,6 +68,11 @@ def _tune_parser(export_only: bool = False) -> argparse.ArgumentParser:
         help="tune the heaviest tasks that carry this share of the weight (0.99)",
     )
     p.add_argument("--max-tasks", type=int, default=None)
+    p.add_argument(
+        "--tasks",
+        default=None,
+        help="comma list of kernel (PrimFunc) names: tune only these (after --coverage)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--strategy",
@@ -131,6 +136,15 @@ def _run(a: argparse.Namespace) -> int:
     db_dir = Path(a.db) if a.db else default_db(spec.name)
     db = TuneDatabase(db_dir)
     tasks = select_tasks(extract_tasks(models, spec.name), a.coverage, a.max_tasks)
+    if a.tasks:
+        wanted = {n.strip() for n in a.tasks.split(",") if n.strip()}
+        unknown = wanted - {t.name for t in tasks}
+        if unknown:
+            raise ModelError(
+                f"no tunable kernel {', '.join(sorted(unknown))} among the selected tasks of "
+                f"{', '.join(models)} ({', '.join(t.name for t in tasks)})"
+            )
+        tasks = [t for t in tasks if t.name in wanted]
     if a.untuned_first:
         tasks.sort(key=lambda t: _is_tuned(db, t.workload_hash))  # stable: heaviest first
     rnd = a.round or 1 + len(list((db_dir / "bundles").glob("round*")))
