@@ -58,10 +58,9 @@ def _is_barrier(stmt: Any) -> bool:
 
 
 class _Walker:
-    def __init__(self, poll_every: int) -> None:
+    def __init__(self) -> None:
         self.hazards: set[tuple[str, str]] = set()
-        self.env: dict[Any, tvm.ir.PrimExpr] = {}
-        self.poll_every = poll_every
+        self.env: dict[Any, tvm.ir.PrimExpr] = {}  # known values: reef_stop*, loop vars
         self.visits = 0
 
     # --- expressions -------------------------------------------------------------------
@@ -188,7 +187,7 @@ def added_hazards(plain: Any, variant: Any, poll_every: int = 16) -> dict[str, s
 def shared_hazards(device_func: tirx.PrimFunc, poll_every: int = 16) -> set[tuple[str, str]]:
     """(kind, buffer) of each unsynchronised shared access on a running block's path;
     ``poll_every`` is the value of the kernel's ``reef_poll_every`` argument, if it has one."""
-    w = _Walker(poll_every)
+    w = _Walker()
     for p in device_func.params:
         if str(p.name).startswith("reef_poll_every"):
             w.env[p] = tirx.IntImm(_dtype(p), poll_every)
