@@ -358,3 +358,14 @@ def _trace(cand, task):
     sch = Schedule(task.mod)
     Trace.apply_json_to_schedule(cand.trace_json, sch)
     return sch.trace
+
+
+def test_schedule_seeds_stay_in_tvms_range():
+    """Round r seeds draws with 1000 * r + task: from round 3 on, seed * 1000003 left the
+    range TVM's Schedule takes and the export died (ValueError)."""
+    from reef_rocm.compiler.tune.space import _schedule_seed
+
+    for seed in (0, 2011, 3000, 4151, 10**6):
+        for i in (0, 1, 10**5):
+            assert 1 <= _schedule_seed(seed, i) <= 2**31 - 1
+    assert _schedule_seed(2011, 5) == 2011 * 1_000_003 + 5 + 1  # rounds 1-2 unchanged
