@@ -208,9 +208,11 @@ def test_flag_raised_mid_kernel_counts_exactly(dev, manifest, variant):
         pytest.skip(f"fixtures have no {variant}")
     nb = r.num_blocks
     plain = r.run("plain")["out"]
-    outcomes = _cut_mid_kernel(dev, r, r.bind(variant), plain, nb)
-    if not any(0 < done < nb for _, done, _ in outcomes):
-        pytest.fail(f"flag never landed mid-kernel: {outcomes}")
+    outcomes = _cut_mid_kernel(dev, r, r.bind(variant), plain, nb)  # asserts per cut
+    assert any(0 < done < nb for _, done, _ in outcomes), (
+        f"flag never landed mid-kernel: {outcomes}"
+    )
+    assert all(done == rows for _, done, rows in outcomes), outcomes  # slot == rows written
 
 
 def test_dispatcher_runs_two_kernels_in_one_launch(dev, manifest):
