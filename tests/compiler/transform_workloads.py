@@ -134,6 +134,41 @@ def one_block(a: T.Buffer((64,), "float32"), b: T.Buffer((64,), "float32")):
             b[i] = a[i] * a[i]
 
 
+@T.prim_func(s_tir=True)
+def window_sum(a: T.Buffer((64, 48), "float32"), out: T.Buffer((64, 40), "float32")):
+    """out[r, j] = mean of a[r, j:j+9]: a cross-thread reduction (9 of 32 threads) inside
+    a long serial loop over j, as MetaSchedule schedules Inception-v3's average pools.
+    Polling the j loop would hide the reduction from LowerCrossThreadReduction."""
+    T.func_attr({"global_symbol": "window_sum", "tirx.noalias": True})
+    acc = T.sblock_alloc_buffer((64, 40), "float32", scope="shared")
+    for r in T.thread_binding(64, thread="blockIdx.x"):
+        for j in range(40):
+            for t in T.thread_binding(32, thread="threadIdx.x"):
+                with T.sblock("acc"):
+                    vr = T.axis.spatial(64, r)
+                    vj = T.axis.spatial(40, j)
+                    vk = T.axis.reduce(9, t)
+                    T.where(t < 9)
+                    T.reads(a[vr, vj + vk])
+                    T.writes(acc[vr, vj])
+                    with T.init():
+                        acc[vr, vj] = T.float32(0.0)
+                    acc[vr, vj] = acc[vr, vj] + a[vr, vj + vk]
+        for j0 in range(2):
+            for t in T.thread_binding(32, thread="threadIdx.x"):
+                with T.sblock("mean"):
+                    vr = T.axis.spatial(64, r)
+                    vj = T.axis.spatial(40, j0 * 32 + t)
+                    T.where(j0 * 32 + t < 40)
+                    T.reads(acc[vr, vj])
+                    T.writes(out[vr, vj])
+                    out[vr, vj] = acc[vr, vj] / T.float32(9.0)
+
+
+def _np_window_mean(a: np.ndarray) -> np.ndarray:
+    return (sum(a[:, k : k + 40] for k in range(9)) / np.float32(9.0)).astype(np.float32)
+
+
 ROWS_BLOCKS = 16384
 ROWS_THREADS = 128
 ROWS_STEPS = 65536
@@ -215,6 +250,7 @@ def workloads(target: dict = CUDA_TARGET, bench: bool = False) -> list[Workload]
         Workload("ew2d", ew2d, reference=lambda x: [x[0] * 2 + 1]),
         Workload("ew3d", ew3d, reference=lambda x: [x[0] - 3]),
         Workload("one_block", one_block, reference=lambda x: [x[0] * x[0]]),
+        Workload("window_sum", window_sum, reference=lambda x: [_np_window_mean(x[0])]),
         Workload(
             "two_kernels",
             two_kernels,

@@ -313,6 +313,34 @@ def test_cli_import_and_show(tiny_bundle, tmp_path, capsys):
     assert row["valid"] == row["measured"] == len(b.tasks[0].candidates) - 1
 
 
+def test_forget_unbuildable(tiny_bundle, tmp_path, capsys):
+    """`reef tune forget --unbuildable` drops exactly the candidates compat.py refused (of
+    the named kernels), so a resumed export may draw them again; the others stay skipped."""
+    from reef_rocm.cli import main
+    from reef_rocm.compiler.tune.compat import UNBUILDABLE
+
+    path, task = tiny_bundle
+    b = load_bundle(path)
+    db_dir = tmp_path / "db"
+    db = TuneDatabase(db_dir)
+    db.import_timings(measure_bundle(b, _fake(b), progress=False), path)
+    cands = db.measured[task.workload_hash]["candidates"]
+    refused, kept = sorted(cands)[:2]
+    cands[refused].update(valid=False, error=f"{UNBUILDABLE}: preemptible: some reason")
+    cands[kept].update(valid=False, error="output differs from the default schedule's")
+    db.save()
+    assert main(["tune", "forget", "--unbuildable", "--db", str(db_dir), "--tasks", "other"]) == 0
+    assert "forgot 0 " in capsys.readouterr().out
+    assert refused in TuneDatabase(db_dir).measured_keys(task.workload_hash)
+    assert main(["tune", "forget", "--unbuildable", "--db", str(db_dir)]) == 0
+    assert "forgot 1 " in capsys.readouterr().out
+    left = TuneDatabase(db_dir).measured_keys(task.workload_hash)
+    assert refused not in left and kept in left and len(left) == len(cands) - 1
+    with pytest.raises(SystemExit):  # argparse: say what to forget
+        main(["tune", "forget", "--db", str(db_dir)])
+    assert "--unbuildable" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_apply_database_to_a_model():
     """A record for one of tiny_cnn's kernels replaces dlight's schedule of that kernel in

@@ -31,6 +31,7 @@ from reef_rocm.compiler.transform.tir import (
     _sync,
     _uniform_if,
     _with_root_allocs,
+    check_reductions_kept,
     kernel_shape,
 )
 
@@ -160,6 +161,7 @@ def dkp_func(func: tirx.PrimFunc) -> tirx.PrimFunc:
     else:
         new_body = body
     out = tirx.PrimFunc(list(func.params) + new_params, new_body, func.ret_type, func.attrs)
+    check_reductions_kept(func, out, "the DKP rewrite")
     return out.with_attr(ATTR_DKP, json.dumps(infos))
 
 

@@ -39,6 +39,7 @@ from reef_rocm.compiler.transform.tir import (
     _thread_tag,
     _uniform_if,
     _with_root_allocs,
+    check_reductions_kept,
     kernel_shape,
 )
 
@@ -111,8 +112,27 @@ def _reduces_over(stmt: tirx.Stmt, var: tvm.ir.expr.Var) -> bool:
     return tvm_ffi.structural_walk(stmt, (s_tir.SBlockRealize, visit), order="pre") is not None
 
 
+def _holds_cross_thread_reduction(stmt: tirx.Stmt) -> bool:
+    """Does ``stmt`` hold a thread loop that a reduction sblock reduces over?"""
+
+    def visit(s: tirx.For) -> tvm_ffi.VisitInterrupt | None:
+        tag = _thread_tag(s)
+        if tag is not None and tag.startswith("threadIdx") and _reduces_over(s.body, s.loop_var):
+            return tvm_ffi.VisitInterrupt(True)
+        return None
+
+    return tvm_ffi.structural_walk(stmt, (tirx.For, visit), order="pre") is not None
+
+
 def _pollable(loop: tirx.For, ctx: _PollCtx) -> bool:
     if loop.kind != tirx.ForKind.SERIAL or ctx.interval is None:
+        return False
+    if _holds_cross_thread_reduction(loop.body):
+        # Chunking gives the loop a launch-argument-dependent range. LowerCrossThreadReduction
+        # then cannot prove the sblock's bindings affine, takes it for no reduction and
+        # leaves it unlowered: every thread adds into the result unsynchronised (seen:
+        # MetaSchedule's average pools, `for ow: for tx: sum over the window`). Such a loop
+        # is looked into instead, like a short one.
         return False
     if loop.step is not None and _const_int(loop.step) != 1:
         return False
@@ -344,6 +364,7 @@ def preemptible_func(func: tirx.PrimFunc, poll_interval: int | None = None) -> t
     }
     params = list(func.params) + [flag, slot] + poll_params
     out = tirx.PrimFunc(params, new_body, func.ret_type, func.attrs)
+    check_reductions_kept(func, out, "the preemptible rewrite")
     return out.with_attr(ATTR_PREEMPTIBLE, json.dumps(info))
 
 

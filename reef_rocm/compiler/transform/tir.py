@@ -144,6 +144,36 @@ def _count_kernels(func: tirx.PrimFunc) -> int:
     return len(kernel_roots(func))
 
 
+def cross_thread_reductions(func: tirx.PrimFunc) -> int:
+    """How many cross-thread reductions TVM's LowerCrossThreadReduction lowers in ``func``.
+
+    That pass lowers a reduction over thread-bound loops only where it can prove the
+    sblock's bindings affine; where it cannot, it leaves the sblock as it is, without an
+    error, and every thread then updates the result unsynchronised. A rewrite that changes
+    loop ranges compares this count before and after (``check_reductions_kept``)."""
+    mod = s_tir.transform.LowerCrossThreadReduction()(tvm.IRModule({"main": func}))
+    n = 0
+
+    def visit(call: tvm.ir.expr.Call) -> None:
+        nonlocal n
+        if isinstance(call.op, tvm.ir.Op) and call.op.name == "tirx.tvm_thread_allreduce":
+            n += 1
+
+    tvm_ffi.structural_walk(mod["main"].body, (tvm.ir.expr.Call, visit), order="pre")
+    return n
+
+
+def check_reductions_kept(before: tirx.PrimFunc, after: tirx.PrimFunc, rewrite: str) -> None:
+    """Raise if ``rewrite`` left TVM unable to lower a cross-thread reduction of ``before``."""
+    n0, n1 = cross_thread_reductions(before), cross_thread_reductions(after)
+    if n1 < n0:
+        name = before.attrs.get("global_symbol", "main") if before.attrs is not None else "main"
+        raise UnsupportedError(
+            f"{rewrite} of {name}: TVM lowers {n1} of its {n0} cross-thread reductions "
+            "afterwards (the others would race); this schedule is not supported"
+        )
+
+
 # --------------------------------------------------------------------------- kernel shape
 
 

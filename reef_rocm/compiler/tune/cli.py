@@ -5,6 +5,7 @@
     reef tune measure BUNDLE --out timings.json     on the GPU host (no TVM needed)
     reef tune import timings.json [--db DIR]        back on the compile host
     reef tune show [--db DIR]                       what the database holds
+    reef tune forget --unbuildable [--tasks N,...]  re-admit candidates refused as unbuildable
 
 Heavy imports (TVM, GPU bindings) happen in the handlers; ``measure`` never imports TVM.
 """
@@ -19,7 +20,7 @@ from typing import Any
 
 from reef_rocm.errors import ModelError
 
-ACTIONS = ("measure", "import", "show", "export")
+ACTIONS = ("measure", "import", "show", "export", "forget")
 
 
 def default_db(target: str) -> Path:
@@ -113,6 +114,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
         return _import(words[1:])
     if words and words[0] == "show":
         return _show(words[1:])
+    if words and words[0] == "forget":
+        return _forget(words[1:])
     if words and words[0] == "export":
         return _run(_tune_parser(export_only=True).parse_args(words[1:]))
     return _run(_tune_parser().parse_args(words))
@@ -281,6 +284,34 @@ def _show(words: list[str]) -> int:
         print(json.dumps(db.summary(), indent=1))
     else:
         _print_summary(db)
+    return 0
+
+
+def _forget(words: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="reef tune forget",
+        description="forget measured candidates so that the next export may draw them again",
+    )
+    p.add_argument(
+        "--unbuildable",
+        action="store_true",
+        required=True,
+        help="the candidates dropped because a package variant could not be built from them "
+        "(after a fix to the transforms, they deserve another measurement)",
+    )
+    p.add_argument("--tasks", default=None, help="comma list of kernel names (default all)")
+    p.add_argument("--db", default=None)
+    p.add_argument("--target", default="cuda:sm_90")
+    a = p.parse_args(words)
+    from reef_rocm.compiler.tune.compat import UNBUILDABLE
+    from reef_rocm.compiler.tune.database import TuneDatabase
+
+    db_dir = Path(a.db) if a.db else default_db(a.target)
+    db = TuneDatabase(db_dir)
+    names = {n.strip() for n in a.tasks.split(",") if n.strip()} if a.tasks else None
+    n = db.forget(UNBUILDABLE, names)
+    db.save()
+    print(f"database {db_dir}: forgot {n} unbuildable candidates")
     return 0
 
 

@@ -20,6 +20,9 @@ from typing import Any
 
 from reef_rocm.compiler.targets import TargetSpec
 
+# the error reef_measured.json gives a dropped record (``reef tune forget --unbuildable``)
+UNBUILDABLE = "not buildable as a package variant"
+
 
 def scheduled_func(tvmscript: str, trace_json: Any) -> Any:
     """The PrimFunc a record's trace makes of its workload (what ApplyDatabase makes)."""
@@ -88,6 +91,6 @@ def drop_unbuildable(db: Any, spec: TargetSpec, poll: int | None = 16) -> list[s
             why = "; ".join(f"{v}: {m}" for v, m in bad.items())
             cand = db.measured.get(h, {}).get("candidates", {}).get(trace_key(rec[1][0]))
             if cand is not None:
-                cand.update(valid=False, error=f"not buildable as a package variant: {why}")
+                cand.update(valid=False, error=f"{UNBUILDABLE}: {why}")
             lines.append(f"{name}: dropped a {_mean(rec[1][1]) * 1e6:.1f} us record ({why})")
     return lines

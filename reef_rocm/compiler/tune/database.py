@@ -189,6 +189,22 @@ class TuneDatabase:
         self.save()
         return added
 
+    def forget(self, error_prefix: str, names: set[str] | None = None) -> int:
+        """Forget the measured candidates whose error starts with ``error_prefix`` (of the
+        workloads named in ``names``, default all), so that the next export may draw and
+        measure them again; returns how many. For candidates refused for a reason since
+        fixed, e.g. a transform that could not build their package variants."""
+        n = 0
+        for m in self.measured.values():
+            if names is not None and m.get("name") not in names:
+                continue
+            cands = m.get("candidates", {})
+            gone = [k for k, c in cands.items() if (c.get("error") or "").startswith(error_prefix)]
+            for key in gone:
+                del cands[key]
+            n += len(gone)
+        return n
+
     def prune(self, keep: int = 8) -> int:
         """Keep only the ``keep`` fastest records of each workload (the next round's parents;
         ``reef_measured.json`` still lists every measured candidate, so nothing is measured
