@@ -15,6 +15,7 @@ import pytest
 tvm = pytest.importorskip("tvm")
 
 import transform_workloads as fx  # noqa: E402
+import tvm_ffi  # noqa: E402
 from tvm import s_tir, tirx  # noqa: E402
 
 from reef_rocm.compiler import transform as tr  # noqa: E402
@@ -26,7 +27,8 @@ needs_nvcc = pytest.mark.skipif(not HAVE_NVCC, reason="nvcc not installed")
 needs_rocm = pytest.mark.skipif(not HAVE_ROCM, reason="ld.lld / rocm-device-libs not installed")
 
 ALL = [
-    "matmul", "conv", "softmax", "ew2d", "ew3d", "one_block", "window_sum", "rows", "two_kernels",
+    "matmul", "conv", "softmax", "ew2d", "ew3d", "one_block", "window_sum", "pred_tile", "rows",
+    "two_kernels",
 ]  # fmt: skip
 FLAG_READ = "__ldcv((&(reef_preempt_flag_ptr[0])))"
 SLOT_ADD = "tvm_builtin_cuda_atomic_add((&(reef_completion_slot_ptr[0])), (uint)1)"
@@ -179,6 +181,50 @@ def test_no_poll_around_cross_thread_reduction(wls, monkeypatch):
     monkeypatch.setattr(preemptible, "_holds_cross_thread_reduction", lambda stmt: False)
     with pytest.raises(UnsupportedError, match="lowers 0 of its 1 cross-thread reductions"):
         preemptible.preemptible_func(mod["window_sum"], 16)
+
+
+def _compacted_shared(mod: tvm.IRModule) -> dict[str, tuple[int, ...]]:
+    """Shared buffer -> its shape after TVM's CompactBufferAllocation in the CUDA pipeline."""
+    from reef_rocm.compiler.kernels import _strip
+
+    mod = tvm.tirx.transform.BindTarget(tvm.target.Target(fx.CUDA_TARGET).with_host("llvm"))(
+        _strip(mod)
+    )
+    got: dict[str, tuple[int, ...]] = {}
+
+    @tvm.instrument.pass_instrument
+    class AfterCompaction:
+        def run_after_pass(self, m: tvm.IRModule, info) -> None:
+            if info.name.endswith("CompactBufferAllocation"):
+                for f in m.functions.values():
+
+                    def visit(b) -> None:
+                        for buf in b.alloc_buffers:
+                            if buf.scope().startswith("shared"):
+                                got[buf.name] = tuple(int(d) for d in buf.shape)
+
+                    tvm_ffi.structural_walk(f.body, (tvm.s_tir.SBlock, visit), order="pre")
+
+    pipeline, _, _ = tvm.tirx.get_tir_pipeline("default")
+    with tvm.transform.PassContext(instruments=[AfterCompaction()]):
+        pipeline(mod)
+    return got
+
+
+@pytest.mark.parametrize("name", ["pred_tile", "matmul", "conv", "softmax"])
+def test_variants_compact_shared_tiles_as_plain(wls, name):
+    """Every variant's shared tiles compact to the plain kernel's shapes. With a let-bound
+    block index, CompactBufferAllocation ignored pred_tile's copy predicate in the DKP form
+    (8 rows, not 5); in a tuned Inception-v3 conv the larger tile changed a software
+    pipeline's stage stride and its float4 accesses faulted ("misaligned address")."""
+    mod = _mod(wls[name])
+    plain = _compacted_shared(mod)
+    assert plain, "the workload has shared tiles"
+    if name == "pred_tile":
+        assert plain == {"tile": (1, 5, 16)}  # the predicate bounds it, not its 8 rows
+    for vname, vmod in fx.variants(wls[name].func, intervals=(16,)).items():
+        got = {k: v for k, v in _compacted_shared(vmod).items() if not k.startswith("reef_")}
+        assert got == plain, vname
 
 
 def test_dkp_params_and_info(wls):

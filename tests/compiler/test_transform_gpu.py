@@ -26,7 +26,7 @@ FIXTURES = Path(
     )
 )
 POISON = 0x7FC00001  # a NaN payload no kernel produces
-SMALL = ["matmul", "conv", "softmax", "ew2d", "ew3d", "one_block", "window_sum"]
+SMALL = ["matmul", "conv", "softmax", "ew2d", "ew3d", "one_block", "window_sum", "pred_tile"]
 
 
 @pytest.fixture(scope="module")

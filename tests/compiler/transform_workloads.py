@@ -165,6 +165,37 @@ def window_sum(a: T.Buffer((64, 48), "float32"), out: T.Buffer((64, 40), "float3
                     out[vr, vj] = acc[vr, vj] / T.float32(9.0)
 
 
+@T.prim_func(s_tir=True)
+def pred_tile(a: T.Buffer((8, 80), "float32"), out: T.Buffer((8, 80), "float32")):
+    """out[b, j] = a[b, 79 - j] + 1 through a shared tile filled by a predicated,
+    vectorized copy (2 x 16 threads x 4 lanes for 80 elements), as MetaSchedule writes
+    cooperative fetches. The predicate, not the tile's declared 8 rows, bounds the tile
+    to 5 rows: TVM's buffer compaction uses it in the plain kernel, and so must the DKP
+    form (a let-bound block index once made it size the tile without it)."""
+    T.func_attr({"global_symbol": "pred_tile", "tirx.noalias": True})
+    tile = T.sblock_alloc_buffer((8, 8, 16), "float32", scope="shared")
+    for b in T.thread_binding(8, thread="blockIdx.x"):
+        for i in range(2):
+            for t in T.thread_binding(16, thread="threadIdx.x"):
+                for v in T.vectorized(4):
+                    with T.sblock("load"):
+                        vb = T.axis.spatial(8, b)
+                        vr = T.axis.spatial(8, ((i * 16 + t) * 4 + v) // 16)
+                        vc = T.axis.spatial(16, ((i * 16 + t) * 4 + v) % 16)
+                        T.where((i * 16 + t) * 4 + v < 80)
+                        T.reads(a[vb, vr * 16 + vc])
+                        T.writes(tile[vb, vr, vc])
+                        tile[vb, vr, vc] = a[vb, vr * 16 + vc]
+        for i in range(5):
+            for t in T.thread_binding(16, thread="threadIdx.x"):
+                with T.sblock("store"):
+                    vb = T.axis.spatial(8, b)
+                    vj = T.axis.spatial(80, i * 16 + t)
+                    T.reads(tile[vb, (79 - vj) // 16, (79 - vj) % 16])
+                    T.writes(out[vb, vj])
+                    out[vb, vj] = tile[vb, (79 - vj) // 16, (79 - vj) % 16] + T.float32(1.0)
+
+
 def _np_window_mean(a: np.ndarray) -> np.ndarray:
     return (sum(a[:, k : k + 40] for k in range(9)) / np.float32(9.0)).astype(np.float32)
 
@@ -251,6 +282,7 @@ def workloads(target: dict = CUDA_TARGET, bench: bool = False) -> list[Workload]
         Workload("ew3d", ew3d, reference=lambda x: [x[0] - 3]),
         Workload("one_block", one_block, reference=lambda x: [x[0] * x[0]]),
         Workload("window_sum", window_sum, reference=lambda x: [_np_window_mean(x[0])]),
+        Workload("pred_tile", pred_tile, reference=lambda x: [x[0][:, ::-1] + 1]),
         Workload(
             "two_kernels",
             two_kernels,

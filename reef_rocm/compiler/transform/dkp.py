@@ -80,13 +80,19 @@ def dkp_body(root: tirx.For) -> DkpBody:
     shape = kernel_shape(root)
     vb = tirx.Var("reef_vblock", _I32)
     if shape.block_chain:
-        # The block indices are let-bound from the virtual index. (One-trip loops starting
-        # at the index would keep them loop variables, but then bindings such as
-        # bx // 784 stop being affine and LowerCrossThreadReduction skips the reduction.)
-        binds: list[tirx.Stmt] = [
-            tirx.Bind(v, val) for v, val in _linear_block_decomposition(vb, shape)
-        ]
-        body = _seq([*binds, shape.block_chain[-1].body])
+        # The block indices are replaced by their values from the virtual index, everywhere
+        # in the body (PrimFunc.specialize substitutes them, sblock bindings and predicates
+        # included). Not let-bound: with a block index bound by a Let whose value is not
+        # constant, TVM's CompactBufferAllocation stops using the sblocks' T.where
+        # predicates and sizes shared tiles larger than in the plain kernel; a software-
+        # pipelined tile's stage stride then changed (Inception-v3's conv2d30: 64 -> 66
+        # channels, stride 16320 -> 16830 floats) and its float4 accesses faulted with
+        # "misaligned address" on the H200. Not one-trip loops at the index either: then
+        # bindings such as bx // 784 stop being affine and LowerCrossThreadReduction
+        # skips the reduction.
+        dec = _linear_block_decomposition(vb, shape)
+        body = shape.block_chain[-1].body
+        body = tirx.PrimFunc([v for v, _ in dec], body).specialize(dict(dec)).body
     else:
         body = root  # one block: the whole thread-loop nest is the block body
     return DkpBody(vblock=vb, body=body, shape=shape, num_vblocks=_grid_size(shape))
@@ -118,11 +124,22 @@ def _vblock_loop(
 
 
 def _block_x_loop(
-    extent: tvm.ir.PrimExpr, fbody: Callable[[tvm.ir.expr.Var], tirx.Stmt]
+    extent: tvm.ir.PrimExpr,
+    fbody: Callable[[tvm.ir.expr.Var], tirx.Stmt],
+    annotations: dict | None = None,
 ) -> tirx.For:
     pb = tirx.Var("reef_pblock", _I32)
     iv = tirx.IterVar(Range(0, extent), pb, 1, "blockIdx.x")
-    return tirx.For(pb, 0, extent, tirx.ForKind.THREAD_BINDING, fbody(pb), iv)
+    return tirx.For(pb, 0, extent, tirx.ForKind.THREAD_BINDING, fbody(pb), iv, annotations)
+
+
+def _block_annotations(shape: KernelShape) -> dict:
+    """The block loops' annotations (MetaSchedule puts ``pragma_auto_unroll_max_step`` on
+    the outermost one; without it the DKP kernel's copy loops were not unrolled)."""
+    out: dict = {}
+    for loop in shape.block_chain:
+        out.update({str(k): v for k, v in loop.annotations.items()})
+    return out
 
 
 def dkp_func(func: tirx.PrimFunc) -> tirx.PrimFunc:
@@ -153,7 +170,9 @@ def dkp_func(func: tirx.PrimFunc) -> tirx.PrimFunc:
                 **d.shape.as_json(),
             }
         )
-        return _block_x_loop(grid, lambda pb: _vblock_loop(d, pb, grid, begin, count))
+        return _block_x_loop(
+            grid, lambda pb: _vblock_loop(d, pb, grid, begin, count), _block_annotations(d.shape)
+        )
 
     body = _map_kernels(_func_body(func), rewrite)
     if isinstance(func.body, s_tir.SBlockRealize):
