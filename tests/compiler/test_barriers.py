@@ -108,7 +108,14 @@ def _without_entry_barrier(stmt):
     return _seq([stmt.seq[0], tirx.For(loop.loop_var, loop.min, loop.extent, loop.kind, body)])
 
 
-def test_preemptible_rewrite_adds_no_race_on_the_raced_record():
+@pytest.mark.parametrize("poll_tile_readers", [False, True])
+def test_preemptible_rewrite_adds_no_race_on_the_raced_record(monkeypatch, poll_tile_readers):
+    """No race, also with the raced loop polled as before (_uses_outer_tile now leaves a
+    loop that reads tiles filled before it unpolled): the entry barrier alone is the fix."""
+    from reef_rocm.compiler.transform import preemptible
+
+    if poll_tile_readers:
+        monkeypatch.setattr(preemptible, "_uses_outer_tile", lambda loop, kernel: False)
     func = _raced_record()
     plain = _lowered(func, preemptible=False)
     assert all(not barriers.shared_hazards(f) for f in plain.functions.values())
@@ -123,6 +130,8 @@ def test_negative_control_old_poll_loop_races(monkeypatch):
     monkeypatch.setattr(
         preemptible, "_chunked_poll_loop", lambda loop, ctx: _without_entry_barrier(real(loop, ctx))
     )
+    # the old rewrite also polled loops that read tiles filled before them (_uses_outer_tile)
+    monkeypatch.setattr(preemptible, "_uses_outer_tile", lambda loop, kernel: False)
     func = _raced_record()
     added = barriers.added_hazards(_lowered(func, False), _lowered(func, True), 16)
     assert added, "the checker must find the race of the old rewrite"
@@ -143,6 +152,8 @@ def test_compat_refuses_a_racing_variant(monkeypatch):
     monkeypatch.setattr(
         preemptible, "_chunked_poll_loop", lambda loop, ctx: _without_entry_barrier(real(loop, ctx))
     )
+    # the old rewrite also polled loops that read tiles filled before them (_uses_outer_tile)
+    monkeypatch.setattr(preemptible, "_uses_outer_tile", lambda loop, kernel: False)
     bad = variant_failures(func, parse_target("cuda:sm_90"))
     assert "unsynchronised shared access" in bad["preemptible"]
 

@@ -178,7 +178,9 @@ def test_no_poll_around_cross_thread_reduction(wls, monkeypatch):
         assert _shuffles(fx.build_cuda(d, cubin=False).source) == _shuffles(plain)
     # negative control: poll that loop anyway, and the rewrite's own check refuses it
     # (called directly: through the module pass, TVM's FFI turns it into a RuntimeError)
+    # (its tile is also read after the loop, which _uses_outer_tile refuses too: off as well)
     monkeypatch.setattr(preemptible, "_holds_cross_thread_reduction", lambda stmt: False)
+    monkeypatch.setattr(preemptible, "_uses_outer_tile", lambda loop, kernel: False)
     with pytest.raises(UnsupportedError, match="lowers 0 of its 1 cross-thread reductions"):
         preemptible.preemptible_func(mod["window_sum"], 16)
 
@@ -222,7 +224,7 @@ def test_variants_compact_shared_tiles_as_plain(wls, name):
     assert plain, "the workload has shared tiles"
     if name == "pred_tile":
         assert plain == {"tile": (1, 5, 16)}  # the predicate bounds it, not its 8 rows
-    for vname, vmod in fx.variants(wls[name].func, intervals=(16,)).items():
+    for vname, vmod in fx.variants(wls[name].func, intervals=(16, 1)).items():
         got = {k: v for k, v in _compacted_shared(vmod).items() if not k.startswith("reef_")}
         assert got == plain, vname
 

@@ -52,6 +52,7 @@ class _PollCtx:
     interval: int | None  # compile time: loops with more trips than this get poll points
     every: tvm.ir.expr.Var | None = None  # launch argument: poll every N iterations (0: never)
     thread_vars: list = field(default_factory=list)  # vars whose value differs per thread
+    kernel: tirx.Stmt | None = None  # the block-level body being rewritten
     polls: int = 0
     # iterations per block of the polled loops (None: a symbolic extent somewhere)
     trips: int | None = 0
@@ -124,8 +125,63 @@ def _holds_cross_thread_reduction(stmt: tirx.Stmt) -> bool:
     return tvm_ffi.structural_walk(stmt, (tirx.For, visit), order="pre") is not None
 
 
+def _tile_accesses(stmt: tirx.Stmt) -> list[tuple[tvm.ir.Object, bool]]:
+    """(buffer, is_write) of every shared/local buffer region an sblock in ``stmt`` names."""
+    out: list[tuple[tvm.ir.Object, bool]] = []
+
+    def visit(b: s_tir.SBlock) -> None:
+        for regions, is_write in ((b.reads, False), (b.writes, True)):
+            for r in regions:
+                if str(r.source.scope()).startswith(("shared", "local")):
+                    out.append((r.source, is_write))
+
+    tvm_ffi.structural_walk(stmt, (s_tir.SBlock, visit), order="pre")
+    return out
+
+
+def _uses_outer_tile(loop: tirx.For, kernel: tirx.Stmt) -> bool:
+    """Does ``loop`` access a shared/local tile at places that depend on its variable, a
+    tile the kernel also uses outside the loop? A cooperative-fetch copy loop does (the
+    compute after it reads the tile), and so does a loop reading back a tile filled
+    before it."""
+    touched: list = []
+
+    def visit(r: s_tir.SBlockRealize) -> None:
+        dep = [loop.loop_var] + [
+            iv.var
+            for iv, value in zip(r.block.iter_vars, r.iter_values, strict=True)
+            if loop.loop_var in tirx.analysis.undefined_vars(value)
+        ]
+        for region in (*r.block.reads, *r.block.writes):
+            if not str(region.source.scope()).startswith(("shared", "local")):
+                continue
+            used = [v for rng in region.region for v in tirx.analysis.undefined_vars(rng.min)]
+            if any(v.same_as(d) for v in used for d in dep):
+                touched.append(region.source)
+
+    tvm_ffi.structural_walk(loop.body, (s_tir.SBlockRealize, visit), order="pre")
+    if not touched:
+        return False
+    inside = _tile_accesses(loop.body)
+    everywhere = _tile_accesses(kernel)
+    for buf in touched:
+        n_in = sum(1 for b, _ in inside if b.same_as(buf))
+        if sum(1 for b, _ in everywhere if b.same_as(buf)) > n_in:
+            return True
+    return False
+
+
 def _pollable(loop: tirx.For, ctx: _PollCtx) -> bool:
     if loop.kind != tirx.ForKind.SERIAL or ctx.interval is None:
+        return False
+    if ctx.kernel is not None and _uses_outer_tile(loop, ctx.kernel):
+        # TVM allocates such a tile above the loop and sizes it from the loop's range;
+        # chunked, that range depends on reef_poll_every, and the build failed ("Can only
+        # handle constant size stack allocation") or sized the tile for the whole loop
+        # (hundreds of KB of shared memory). Seen: MetaSchedule convs' copy loops (26 and
+        # 72 trips in Inception-v3's conv2d30), pred_tile's read-back loop. Looked into
+        # instead, like a short loop; a loop that holds the tile's whole life (the K loop
+        # over tiles refilled each iteration) stays pollable.
         return False
     if _holds_cross_thread_reduction(loop.body):
         # Chunking gives the loop a launch-argument-dependent range. LowerCrossThreadReduction
@@ -281,7 +337,7 @@ def _preempt_kernel(
     stop = tirx.decl_buffer((1,), _I32, name=f"reef_stop_{index}", scope="shared", layout=None)
     allocs.append(stop)
     every = tirx.Var(POLL_PARAM + ("" if index == 0 else f"_{index}"), _I32)
-    ctx = _PollCtx(stop=stop, flag=flag, shape=shape, interval=interval, every=every)
+    ctx = _PollCtx(stop=stop, flag=flag, shape=shape, interval=interval, every=every, kernel=inner)
     if not shape.block_chain:
         ctx.thread_vars.append(root.loop_var)
     body = _poll_rewrite(inner, ctx)
