@@ -115,7 +115,7 @@ def test_preemptible_rewrite_adds_no_race_on_the_raced_record(monkeypatch, poll_
     from reef_rocm.compiler.transform import preemptible
 
     if poll_tile_readers:
-        monkeypatch.setattr(preemptible, "_uses_outer_tile", lambda loop, kernel: False)
+        monkeypatch.setattr(preemptible, "_uses_outer_tile", lambda loop, kernel_tiles: False)
     func = _raced_record()
     plain = _lowered(func, preemptible=False)
     assert all(not barriers.shared_hazards(f) for f in plain.functions.values())
@@ -131,7 +131,7 @@ def test_negative_control_old_poll_loop_races(monkeypatch):
         preemptible, "_chunked_poll_loop", lambda loop, ctx: _without_entry_barrier(real(loop, ctx))
     )
     # the old rewrite also polled loops that read tiles filled before them (_uses_outer_tile)
-    monkeypatch.setattr(preemptible, "_uses_outer_tile", lambda loop, kernel: False)
+    monkeypatch.setattr(preemptible, "_uses_outer_tile", lambda loop, kernel_tiles: False)
     func = _raced_record()
     added = barriers.added_hazards(_lowered(func, False), _lowered(func, True), 16)
     assert added, "the checker must find the race of the old rewrite"
@@ -153,7 +153,7 @@ def test_compat_refuses_a_racing_variant(monkeypatch):
         preemptible, "_chunked_poll_loop", lambda loop, ctx: _without_entry_barrier(real(loop, ctx))
     )
     # the old rewrite also polled loops that read tiles filled before them (_uses_outer_tile)
-    monkeypatch.setattr(preemptible, "_uses_outer_tile", lambda loop, kernel: False)
+    monkeypatch.setattr(preemptible, "_uses_outer_tile", lambda loop, kernel_tiles: False)
     bad = variant_failures(func, parse_target("cuda:sm_90"))
     assert "unsynchronised shared access" in bad["preemptible"]
 

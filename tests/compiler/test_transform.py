@@ -180,7 +180,7 @@ def test_no_poll_around_cross_thread_reduction(wls, monkeypatch):
     # (called directly: through the module pass, TVM's FFI turns it into a RuntimeError)
     # (its tile is also read after the loop, which _uses_outer_tile refuses too: off as well)
     monkeypatch.setattr(preemptible, "_holds_cross_thread_reduction", lambda stmt: False)
-    monkeypatch.setattr(preemptible, "_uses_outer_tile", lambda loop, kernel: False)
+    monkeypatch.setattr(preemptible, "_uses_outer_tile", lambda loop, kernel_tiles: False)
     with pytest.raises(UnsupportedError, match="lowers 0 of its 1 cross-thread reductions"):
         preemptible.preemptible_func(mod["window_sum"], 16)
 

@@ -52,7 +52,7 @@ class _PollCtx:
     interval: int | None  # compile time: loops with more trips than this get poll points
     every: tvm.ir.expr.Var | None = None  # launch argument: poll every N iterations (0: never)
     thread_vars: list = field(default_factory=list)  # vars whose value differs per thread
-    kernel: tirx.Stmt | None = None  # the block-level body being rewritten
+    kernel_tiles: list = field(default_factory=list)  # _tile_buffers of the whole kernel
     polls: int = 0
     # iterations per block of the polled loops (None: a symbolic extent somewhere)
     trips: int | None = 0
@@ -125,25 +125,25 @@ def _holds_cross_thread_reduction(stmt: tirx.Stmt) -> bool:
     return tvm_ffi.structural_walk(stmt, (tirx.For, visit), order="pre") is not None
 
 
-def _tile_accesses(stmt: tirx.Stmt) -> list[tuple[tvm.ir.Object, bool]]:
-    """(buffer, is_write) of every shared/local buffer region an sblock in ``stmt`` names."""
-    out: list[tuple[tvm.ir.Object, bool]] = []
+def _tile_buffers(stmt: tirx.Stmt) -> list[tvm.ir.Object]:
+    """The shared/local buffer of every region an sblock in ``stmt`` reads or writes (one
+    entry per region, so counts compare)."""
+    out: list[tvm.ir.Object] = []
 
     def visit(b: s_tir.SBlock) -> None:
-        for regions, is_write in ((b.reads, False), (b.writes, True)):
-            for r in regions:
-                if str(r.source.scope()).startswith(("shared", "local")):
-                    out.append((r.source, is_write))
+        for r in (*b.reads, *b.writes):
+            if str(r.source.scope()).startswith(("shared", "local")):
+                out.append(r.source)
 
     tvm_ffi.structural_walk(stmt, (s_tir.SBlock, visit), order="pre")
     return out
 
 
-def _uses_outer_tile(loop: tirx.For, kernel: tirx.Stmt) -> bool:
+def _uses_outer_tile(loop: tirx.For, kernel_tiles: list[tvm.ir.Object]) -> bool:
     """Does ``loop`` access a shared/local tile at places that depend on its variable, a
     tile the kernel also uses outside the loop? A cooperative-fetch copy loop does (the
     compute after it reads the tile), and so does a loop reading back a tile filled
-    before it."""
+    before it. ``kernel_tiles``: ``_tile_buffers`` of the whole kernel."""
     touched: list = []
 
     def visit(r: s_tir.SBlockRealize) -> None:
@@ -162,11 +162,10 @@ def _uses_outer_tile(loop: tirx.For, kernel: tirx.Stmt) -> bool:
     tvm_ffi.structural_walk(loop.body, (s_tir.SBlockRealize, visit), order="pre")
     if not touched:
         return False
-    inside = _tile_accesses(loop.body)
-    everywhere = _tile_accesses(kernel)
+    inside = _tile_buffers(loop.body)
     for buf in touched:
-        n_in = sum(1 for b, _ in inside if b.same_as(buf))
-        if sum(1 for b, _ in everywhere if b.same_as(buf)) > n_in:
+        n_in = sum(1 for b in inside if b.same_as(buf))
+        if sum(1 for b in kernel_tiles if b.same_as(buf)) > n_in:
             return True
     return False
 
@@ -174,7 +173,12 @@ def _uses_outer_tile(loop: tirx.For, kernel: tirx.Stmt) -> bool:
 def _pollable(loop: tirx.For, ctx: _PollCtx) -> bool:
     if loop.kind != tirx.ForKind.SERIAL or ctx.interval is None:
         return False
-    if ctx.kernel is not None and _uses_outer_tile(loop, ctx.kernel):
+    if loop.step is not None and _const_int(loop.step) != 1:
+        return False
+    ext = _const_int(loop.extent)
+    if ext is not None and ext <= ctx.interval:
+        return False
+    if _uses_outer_tile(loop, ctx.kernel_tiles):
         # TVM allocates such a tile above the loop and sizes it from the loop's range;
         # chunked, that range depends on reef_poll_every, and the build failed ("Can only
         # handle constant size stack allocation") or sized the tile for the whole loop
@@ -183,17 +187,12 @@ def _pollable(loop: tirx.For, ctx: _PollCtx) -> bool:
         # instead, like a short loop; a loop that holds the tile's whole life (the K loop
         # over tiles refilled each iteration) stays pollable.
         return False
-    if _holds_cross_thread_reduction(loop.body):
-        # Chunking gives the loop a launch-argument-dependent range. LowerCrossThreadReduction
-        # then cannot prove the sblock's bindings affine, takes it for no reduction and
-        # leaves it unlowered: every thread adds into the result unsynchronised (seen:
-        # MetaSchedule's average pools, `for ow: for tx: sum over the window`). Such a loop
-        # is looked into instead, like a short one.
-        return False
-    if loop.step is not None and _const_int(loop.step) != 1:
-        return False
-    ext = _const_int(loop.extent)
-    return ext is None or ext > ctx.interval
+    # Chunking gives the loop a launch-argument-dependent range. LowerCrossThreadReduction
+    # then cannot prove the sblock's bindings affine, takes it for no reduction and leaves
+    # it unlowered: every thread adds into the result unsynchronised (seen: MetaSchedule's
+    # average pools, `for ow: for tx: sum over the window`). Such a loop is looked into
+    # instead, like a short one.
+    return not _holds_cross_thread_reduction(loop.body)
 
 
 def _descendable(stmt: tirx.Stmt, ctx: _PollCtx) -> bool:
@@ -337,7 +336,10 @@ def _preempt_kernel(
     stop = tirx.decl_buffer((1,), _I32, name=f"reef_stop_{index}", scope="shared", layout=None)
     allocs.append(stop)
     every = tirx.Var(POLL_PARAM + ("" if index == 0 else f"_{index}"), _I32)
-    ctx = _PollCtx(stop=stop, flag=flag, shape=shape, interval=interval, every=every, kernel=inner)
+    ctx = _PollCtx(
+        stop=stop, flag=flag, shape=shape, interval=interval, every=every,
+        kernel_tiles=_tile_buffers(inner),
+    )  # fmt: skip
     if not shape.block_chain:
         ctx.thread_vars.append(root.loop_var)
     body = _poll_rewrite(inner, ctx)

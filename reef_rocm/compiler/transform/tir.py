@@ -165,7 +165,10 @@ def cross_thread_reductions(func: tirx.PrimFunc) -> int:
 
 def check_reductions_kept(before: tirx.PrimFunc, after: tirx.PrimFunc, rewrite: str) -> None:
     """Raise if ``rewrite`` left TVM unable to lower a cross-thread reduction of ``before``."""
-    n0, n1 = cross_thread_reductions(before), cross_thread_reductions(after)
+    n0 = cross_thread_reductions(before)
+    if n0 == 0:
+        return  # nothing to lose (most kernels): spare lowering the rewritten function
+    n1 = cross_thread_reductions(after)
     if n1 < n0:
         name = before.attrs.get("global_symbol", "main") if before.attrs is not None else "main"
         raise UnsupportedError(
